@@ -1,0 +1,575 @@
+"""Benchmarks of the training step, the end-to-end trainer, the clip pipeline and the clustering (`xdc bench`).
+
+These are measurements, not tests: nothing here asserts a speed. `run_benchmarks` prints one table and writes
+`out/bench.json` ({"machine": ..., "results": [{"name", "value", "unit", "ratio"?, "notes"?}]}). Its media come
+from `make_synthetic`, generated once under `out/data/<spec>` and reused by later runs.
+
+What is compared with what, and why:
+
+- Training step (`train.plain_step`, `train.xdc_step`): the model step only, so the two loops differ in nothing but
+  their step code. Both start every step from the same real clips held in host memory (pinned on CUDA), in the form
+  each loop's data pipeline hands over: float32, already normalised, for the plain loop (torchvision-reference
+  style); uint8 for ours (normalised on the device, a quarter of the bytes to move). The plain loop is the
+  textbook one: video encoder + audio encoder, each with a linear head, fp32 eager, SGD, `loss.backward();
+  opt.step()`. At width 64 (GPU sizes) its encoders are torchvision's `r2plus1d_18(num_classes=K)` and
+  `resnet18(num_classes=K)` with a 1-channel stem; at the narrower CPU sizes torchvision has no such model, so
+  they are xdc's `R2Plus1D18` / `AudioResNet18` at the same width plus a `Linear` (the `notes` say which). Ours is
+  the trainer's own code path, not a copy: a `_Pretraining` is set up with its own `_load_data` and `_build`
+  (model, channels-last on CUDA, optimizer, scheduler) and `_train_step` is called as the epoch loop calls it
+  (`normalize_video`, bf16 autocast on CUDA, `variant_loss`, scheduler step). Neither loop reads the loss back per
+  step; warm-up steps are excluded, CUDA is synchronised around every timed block, and the two loops alternate
+  over several blocks (median reported) so a change in machine load hits both alike.
+- End to end (`train.xdc_end_to_end`): a real `pretrain()` on the generated set, read back from the trainer's own
+  `train/clips_per_s` metric (median over its log windows, the first one dropped as warm-up). Its ratio is to
+  `train.xdc_step`: the share of the model-step ceiling that survives decoding, feature extraction being outside.
+- Clip pipeline (`data.clip_pipeline.wN` vs `data.raw_decode.wN`): `ClipDataset` + `clip_loader` (decode, crop,
+  log-mel, collate) against `read_clip` alone on the same requests, batch size, worker count and prefetch depth.
+  A loader's start-up is timed, as every training epoch pays it.
+- Clustering (`cluster.faiss_kmeans` vs `cluster.sklearn_kmeans`): `cluster_features` (PCA-whitening, L2 norm,
+  faiss k-means, assignment, empty-cluster split) against the same preprocessing followed by scikit-learn's
+  `KMeans(n_init=1, max_iter=same, tol=0)` (so it cannot stop early) on a Gaussian mixture; NMI between the two.
+- Memory: peaks during the end-to-end run, which goes first so nothing an earlier benchmark left allocated counts:
+  host RSS sampled every 50 ms (this process alone, and with its loader workers, whose shared pages are then
+  counted more than once), and `torch.cuda.max_memory_allocated` on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import psutil
+import sklearn
+import torch
+import torch.nn.functional as F
+import torchvision
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from xdc.clustering import cluster_features, preprocess
+from xdc.config import DataConfig, PretrainConfig
+from xdc.data.clips import ClipDataset, Video, clip_loader, random_requests
+from xdc.data.media import read_clip
+from xdc.data.synthetic import make_synthetic
+from xdc.data.transforms import normalize_video
+from xdc.distributed import Dist
+from xdc.errors import ConfigError
+from xdc.models import AudioResNet18, R2Plus1D18
+from xdc.tracking import NullTracker
+from xdc.train import _Pretraining, pretrain, resolve_device
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything a benchmark mode sizes: media, model, timing loops, the end-to-end run and the synthetic sets."""
+
+    mode: str
+    videos: int  # generated media
+    video_size: tuple[int, int]  # width x height
+    seconds: float
+    width: int  # model and clips
+    frames: int
+    resize: int
+    crop: int
+    batch: int
+    warmup: int  # training-step timing: steps before timing, steps per block, blocks per loop
+    iters: int
+    repeats: int
+    rounds: int  # end-to-end run
+    clips_per_video: int
+    k: int
+    train_workers: int
+    log_every: int
+    data_clips: int  # clip pipeline
+    data_workers: tuple[int, ...]
+    points: int  # clustering
+    dim: int
+    clusters: int
+    iterations: int
+
+
+# About 3 minutes on 2 idle CPU cores: the `small` preset's clips and width (the demo's run on a CPU).
+CPU_FULL = Sizes(mode="full", videos=96, video_size=(96, 72), seconds=3.0, width=16, frames=8, resize=64, crop=56,
+                 batch=16, warmup=2, iters=6, repeats=5, rounds=4, clips_per_video=2, k=8, train_workers=2,
+                 log_every=2, data_clips=512, data_workers=(0, 2), points=20000, dim=128, clusters=64, iterations=20)
+# Well under a minute and a half: the `tiny` preset's clips and width.
+CPU_QUICK = replace(CPU_FULL, mode="quick", videos=32, width=8, frames=4, resize=40, crop=32, batch=8, warmup=2,
+                    iters=8, repeats=5, rounds=2, clips_per_video=4, k=4, log_every=2, data_clips=192, points=5000,
+                    dim=64, clusters=32)
+# For the test suite: every benchmark runs, each as briefly as still means something.
+CPU_TINY = replace(CPU_QUICK, mode="tiny", videos=12, seconds=2.0, width=4, batch=4, warmup=1, iters=2, repeats=1,
+                   rounds=1, clips_per_video=1, k=3, train_workers=0, log_every=1, data_clips=16, points=2000, dim=32,
+                   clusters=8, iterations=10)
+# The published networks (width 64, 16 x 112 x 112 clips) on a GPU, with Kinetics-like 128 px frames.
+GPU_FULL = Sizes(mode="full", videos=128, video_size=(171, 128), seconds=4.0, width=64, frames=16, resize=128,
+                 crop=112, batch=32, warmup=5, iters=10, repeats=3, rounds=2, clips_per_video=4, k=16,
+                 train_workers=8, log_every=4, data_clips=512, data_workers=(0, 2, 8), points=20000, dim=128,
+                 clusters=64, iterations=20)
+GPU_QUICK = replace(GPU_FULL, mode="quick", videos=64, frames=8, warmup=3, iters=5, repeats=2, clips_per_video=2,
+                    data_clips=256, points=5000, dim=64, clusters=32)
+
+
+@dataclass
+class Result:
+    name: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": self.name, "value": self.value, "unit": self.unit}
+        if self.ratio is not None:
+            row["ratio"] = self.ratio
+        if self.notes:
+            row["notes"] = self.notes
+        return row
+
+
+def run_benchmarks(out: Path, *, device: str = "auto", quick: bool = False, tiny: bool = False) -> dict[str, Any]:
+    """Run every benchmark, print a table, write `out/bench.json` and return what it holds.
+
+    `device` is auto, cpu or cuda; GPU machines get the published model sizes. `tiny` (for tests) is smaller still
+    than `quick`.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda, got {device!r}")
+    target = resolve_device(device)  # device=cuda without one fails here, before anything is written
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = choose_sizes(target, quick=quick, tiny=tiny)
+    machine = machine_info(target, sizes)
+    cfg = train_config(sizes, dataset(out / "data", sizes), target)
+    end_to_end = bench_end_to_end(cfg, target, out / "runs" / "end_to_end")  # first: its memory peaks start clean
+    step = bench_train_step(cfg, sizes, target, out / "runs" / "step")
+    end_to_end[0].ratio = end_to_end[0].value / step[-1].value
+    results = [*step, *end_to_end, *bench_clip_pipeline(cfg, sizes), *bench_clustering(sizes)]
+    machine["load_average_end"] = _load_average()
+    report = {"machine": machine, "results": [r.to_dict() for r in results]}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(machine, results))
+    return report
+
+
+def choose_sizes(device: torch.device, *, quick: bool, tiny: bool) -> Sizes:
+    if device.type == "cuda":
+        workers = min(8, os.cpu_count() or 1)
+        sizes = GPU_QUICK if (quick or tiny) else GPU_FULL
+        return replace(sizes, train_workers=workers, data_workers=tuple(sorted({0, 2, workers})))
+    return CPU_TINY if tiny else CPU_QUICK if quick else CPU_FULL
+
+
+def dataset(root: Path, sizes: Sizes) -> Path:
+    """The generated set for these sizes: reused when a finished one is there (labels.csv is written last)."""
+    width, height = sizes.video_size
+    path = root / f"synthetic-{sizes.videos}x{sizes.seconds:g}s-{width}x{height}"
+    if not (path / "labels.csv").exists():
+        _say(f"generating {sizes.videos} videos in {path}")
+        shutil.rmtree(path, ignore_errors=True)  # an interrupted generation leaves files but no labels.csv
+        make_synthetic(path, videos=sizes.videos, classes=6, duration=sizes.seconds, size=sizes.video_size,
+                       seed=0, layouts=False)
+    return path
+
+
+def train_config(sizes: Sizes, data_path: Path, device: torch.device) -> PretrainConfig:
+    # PCA well below the video count: whitening components near rank n - 1 can give non-finite features.
+    pca_dim = max(4, min(32, sizes.videos // 4))
+    return PretrainConfig.from_dict({
+        "variant": "xdc", "rounds": sizes.rounds, "epochs_per_round": 1, "batch_size": sizes.batch, "seed": 0,
+        "device": device.type, "log_every": sizes.log_every, "experiment": "xdc-bench",
+        "data": {"path": str(data_path), "clip_frames": sizes.frames, "fps": 8.0, "resize_short": sizes.resize,
+                 "crop_size": sizes.crop, "n_mels": 40, "num_workers": sizes.train_workers,
+                 "clips_per_video": sizes.clips_per_video},
+        "model": {"video_width": sizes.width, "audio_width": sizes.width},
+        "cluster": {"k_video": sizes.k, "k_audio": sizes.k, "k_joint": sizes.k, "pca_dim": pca_dim},
+        "optim": {"lr": 0.05},
+    })
+
+
+# -- (a) the training step ---------------------------------------------------------------------------------------
+
+
+def bench_train_step(cfg: PretrainConfig, sizes: Sizes, device: torch.device, workdir: Path) -> list[Result]:
+    """Clips/s of a plain reference step and of the trainer's step, on the same in-memory clips."""
+    _say("timing the training step: plain loop vs the trainer's step")
+    ours = _trainer(cfg, device, workdir)
+    videos = ours.data.videos
+    batches = _host_batches(videos, cfg, count=2, pin=device.type == "cuda")
+    targets = {space: torch.randint(0, sizes.k, (len(videos),), device=device) for space in ("video", "audio")}
+    plain = PlainStep(width=sizes.width, k=sizes.k, cfg=cfg, device=device)
+    plain_batches = [plain.prepare(batch, targets) for batch in batches]
+    ours.net.train()
+    rates = _alternate_blocks({
+        "plain": lambda i: plain(plain_batches[i % len(plain_batches)]),
+        "ours": lambda i: ours._train_step(batches[i % len(batches)], targets),
+    }, sizes=sizes, device=device)
+    description = plain.description
+    del ours, plain, plain_batches, batches, targets
+    _free_device_memory(device)
+    our_notes = ("xdc _Pretraining._train_step: uint8 in, normalised on device"
+                 + (", channels-last + bf16 autocast" if device.type == "cuda" else ", fp32 (no bf16 on CPU)"))
+    return [
+        Result("train.plain_step", rates["plain"], "clips/s", notes=description),
+        Result("train.xdc_step", rates["ours"], "clips/s", rates["ours"] / rates["plain"],
+               f"{our_notes}; ratio = xdc / plain"),
+    ]
+
+
+def _trainer(cfg: PretrainConfig, device: torch.device, workdir: Path) -> _Pretraining:
+    """A trainer set up as `pretrain()` sets it up, without running rounds: its step is the one timed."""
+    run = _Pretraining(cfg, NullTracker(), workdir, Dist(), device, None, None)
+    run.data = run._load_data()
+    run._build(None)
+    return run
+
+
+def _host_batches(videos: list[Video], cfg: PretrainConfig, *, count: int, pin: bool) -> list[dict]:
+    """`count` batches of real decoded clips, as the trainer's loader delivers them (uint8 video, log-mel audio)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, len(videos), size=count * cfg.batch_size)
+    requests = random_requests(videos, ids, cfg.data.clip_seconds, rng)
+    loader = clip_loader(ClipDataset(videos, requests, cfg.data, train=True), batch_size=cfg.batch_size, workers=0)
+    batches = [batch for batch in loader if batch["size"] == cfg.batch_size]
+    if not batches:
+        raise RuntimeError("no clip of the generated set decoded; the benchmark has nothing to train on")
+    return [_pinned(batch) for batch in batches] if pin else batches
+
+
+def _pinned(batch: dict) -> dict:
+    return {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
+class PlainStep:
+    """The reference loop's step: two encoders with linear heads, fp32 eager, SGD, backward, step."""
+
+    def __init__(self, *, width: int, k: int, cfg: PretrainConfig, device: torch.device):
+        self.device = device
+        self.video, self.audio, self.description = plain_networks(width=width, k=k)
+        if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+            self.description += " (convolutions in TF32, PyTorch's default)"
+        self.video.to(device).train()
+        self.audio.to(device).train()
+        params = [*self.video.parameters(), *self.audio.parameters()]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+
+    def prepare(self, batch: dict, targets: dict[str, torch.Tensor]) -> dict:
+        """The same clips as a float pipeline would hand them over: normalised on the host, targets gathered."""
+        video = normalize_video(batch["video"])  # B x 3 x T x S x S float32
+        index = batch["video_index"].to(self.device)
+        prepared = {"video": video, "audio": batch["audio"],
+                    "video_target": targets["video"][index], "audio_target": targets["audio"][index]}  # each B
+        if self.device.type == "cuda":
+            prepared["video"] = prepared["video"].pin_memory()
+        return prepared
+
+    def __call__(self, batch: dict) -> None:
+        video = batch["video"].to(self.device, non_blocking=True)  # B x 3 x T x S x S
+        audio = batch["audio"].to(self.device, non_blocking=True)  # B x 1 x n_mels x frames
+        # XDC's cross-modal targets: the video head predicts audio clusters and the audio head video clusters.
+        loss = (F.cross_entropy(self.video(video), batch["audio_target"])
+                + F.cross_entropy(self.audio(audio), batch["video_target"]))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def plain_networks(*, width: int, k: int) -> tuple[nn.Module, nn.Module, str]:
+    """torchvision's networks at the published width; xdc's encoders at the same width plus a Linear otherwise."""
+    if width == 64:
+        audio = torchvision.models.resnet18(num_classes=k)
+        audio.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        return (torchvision.models.video.r2plus1d_18(num_classes=k), audio,
+                "torchvision r2plus1d_18 + resnet18 (1-ch stem), fp32 eager, SGD")
+    video, audio = R2Plus1D18(width=width), AudioResNet18(width=width)
+    return (nn.Sequential(video, nn.Linear(video.feature_dim, k)),
+            nn.Sequential(audio, nn.Linear(audio.feature_dim, k)),
+            f"xdc R2Plus1D18 + AudioResNet18 at width {width} (no torchvision model that narrow) + Linear, "
+            "fp32 eager, SGD")
+
+
+def _alternate_blocks(steps: dict[str, Callable[[int], Any]], *, sizes: Sizes,
+                      device: torch.device) -> dict[str, float]:
+    """Median clips/s per step function over `repeats` timed blocks, the functions taking turns block by block."""
+    for step in steps.values():
+        for i in range(sizes.warmup):
+            step(i)
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(sizes.repeats):
+        for name, step in steps.items():
+            _sync(device)
+            begin = time.perf_counter()
+            for i in range(sizes.iters):
+                step(i)
+            _sync(device)
+            rates[name].append(sizes.batch * sizes.iters / (time.perf_counter() - begin))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+# -- (a) end to end, and (d) its peak memory -----------------------------------------------------------------------
+
+
+def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path) -> list[Result]:
+    """A real `pretrain()` run from scratch: its own clips/s metric, wall time and peak memory."""
+    _say(f"end-to-end pretrain(): {cfg.rounds} round(s) on {cfg.data.path}")
+    shutil.rmtree(workdir, ignore_errors=True)  # a finished run in the folder would make pretrain() return at once
+    tracker = NullTracker()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with PeakRss() as rss:
+        begin = time.perf_counter()
+        pretrain(cfg, tracker, out_dir=workdir)
+        wall = time.perf_counter() - begin
+    windows = [value for _, value in tracker.metrics["train/clips_per_s"]]
+    rate = statistics.median(windows[1:] or windows)
+    results = [
+        Result("train.xdc_end_to_end", rate, "clips/s", notes=(
+            f"pretrain() train/clips_per_s, median of {max(1, len(windows) - 1)} log windows after the first, "
+            f"{cfg.data.num_workers} loader workers; ratio = end-to-end / train.xdc_step; "
+            f"the run took {wall:.1f} s in all")),
+        Result("memory.host_peak_rss", rss.peak_main / MIB, "MiB", notes="this process, during the end-to-end run"),
+        Result("memory.host_peak_rss_with_workers", rss.peak_total / MIB, "MiB",
+               notes="this process + its loader workers; an upper bound: shared pages count once per process"),
+    ]
+    if device.type == "cuda":
+        results.append(Result("memory.device_peak", torch.cuda.max_memory_allocated(device) / MIB, "MiB",
+                              notes="torch.cuda.max_memory_allocated during the end-to-end run"))
+    return results
+
+
+class PeakRss:
+    """Samples the resident memory of this process and of its children every `interval` seconds, in a thread."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.process = psutil.Process()
+        self.peak_main = 0
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        main = self.process.memory_info().rss
+        children = 0
+        for child in self.process.children(recursive=True):
+            try:
+                children += child.memory_info().rss
+            except psutil.Error:  # a worker that exited between the listing and the read
+                pass
+        self.peak_main = max(self.peak_main, main)
+        self.peak_total = max(self.peak_total, main + children)
+
+
+# -- (b) the clip pipeline -----------------------------------------------------------------------------------------
+
+
+def bench_clip_pipeline(cfg: PretrainConfig, sizes: Sizes) -> list[Result]:
+    """Clips/s of decode + crop + log-mel through `clip_loader`, against `read_clip` alone, per worker count."""
+    _say(f"timing the clip pipeline on {sizes.data_clips} clips, workers {list(sizes.data_workers)}")
+    videos = _usable_videos(cfg)
+    rng = np.random.default_rng(1)
+    requests = random_requests(videos, rng.integers(0, len(videos), size=sizes.data_clips),
+                               cfg.data.clip_seconds, rng)
+    for video in videos:  # the first pass should not be the one that pays for cold files
+        Path(video.path).read_bytes()
+    results = []
+    for workers in sizes.data_workers:
+        raw = _raw_rate(videos, requests, cfg, workers)
+        ours = _pipeline_rate(videos, requests, cfg, workers)
+        results += [
+            Result(f"data.raw_decode.w{workers}", raw, "clips/s", notes="read_clip only (frames + audio)"),
+            Result(f"data.clip_pipeline.w{workers}", ours, "clips/s", ours / raw,
+                   "ClipDataset + clip_loader (decode, crop, log-mel); ratio = pipeline / raw decode"),
+        ]
+    return results
+
+
+def _usable_videos(cfg: PretrainConfig) -> list[Video]:
+    from xdc.data import load_video_set
+
+    return load_video_set(cfg.data).videos
+
+
+class RawClips(Dataset):
+    """The requests of a ClipDataset executed by `read_clip` alone: the decode cost the pipeline starts from."""
+
+    def __init__(self, videos: list[Video], requests: np.ndarray, cfg: DataConfig):
+        self.videos, self.requests, self.cfg = videos, requests, cfg
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, position: int) -> tuple[np.ndarray, np.ndarray | None]:
+        video_index, start, _ = self.requests[position]
+        return read_clip(self.videos[int(video_index)].path, start=float(start), num_frames=self.cfg.clip_frames,
+                         fps=self.cfg.fps, short_side=self.cfg.resize_short, sample_rate=self.cfg.sample_rate)
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def _raw_rate(videos: list[Video], requests: np.ndarray, cfg: PretrainConfig, workers: int) -> float:
+    loader = DataLoader(RawClips(videos, requests, cfg.data), batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=_as_list, prefetch_factor=4 if workers > 0 else None)
+    begin = time.perf_counter()
+    clips = sum(len(items) for items in loader)
+    return clips / (time.perf_counter() - begin)
+
+
+def _pipeline_rate(videos: list[Video], requests: np.ndarray, cfg: PretrainConfig, workers: int) -> float:
+    loader = clip_loader(ClipDataset(videos, requests, cfg.data, train=True), batch_size=cfg.batch_size,
+                         workers=workers)
+    begin = time.perf_counter()
+    clips = sum(batch["size"] for batch in loader)
+    return clips / (time.perf_counter() - begin)
+
+
+# -- (c) clustering ------------------------------------------------------------------------------------------------
+
+
+def bench_clustering(sizes: Sizes) -> list[Result]:
+    """Seconds of faiss `cluster_features` and of the same preprocessing + scikit-learn KMeans, and their NMI."""
+    n, dim, k, iterations = sizes.points, sizes.dim, sizes.clusters, sizes.iterations
+    _say(f"clustering {n} x {dim} features into {k} clusters: faiss vs scikit-learn")
+    features, truth = gaussian_mixture(n=n, dim=dim, k=k, seed=0)
+    _faiss_kmeans(features[: 20 * k], k=k, iterations=2)  # warm-up: thread pools, first-call set-up
+    _sklearn_kmeans(features[: 20 * k], k=k, iterations=2)
+    faiss_s, faiss_labels = _timed(lambda: _faiss_kmeans(features, k=k, iterations=iterations))
+    sklearn_s, (sklearn_labels, sklearn_iterations) = _timed(
+        lambda: _sklearn_kmeans(features, k=k, iterations=iterations))
+    agreement = normalized_mutual_info_score(faiss_labels, sklearn_labels)
+    truth_nmi = (f"NMI to the mixture's components: faiss {normalized_mutual_info_score(truth, faiss_labels):.3f}, "
+                 f"scikit-learn {normalized_mutual_info_score(truth, sklearn_labels):.3f}")
+    setting = f"{n} x {dim} Gaussian mixture, k={k}, {iterations} iterations"
+    return [
+        Result("cluster.faiss_kmeans", faiss_s, "s", sklearn_s / faiss_s,
+               f"xdc cluster_features (PCA-whitening, L2, faiss); {setting}; ratio = speed-up over scikit-learn"),
+        Result("cluster.sklearn_kmeans", sklearn_s, "s", notes=(
+            f"same preprocessing + KMeans(n_init=1, max_iter={iterations}, tol=0, k-means++ init), "
+            f"ran {sklearn_iterations} iterations")),
+        Result("cluster.nmi_faiss_sklearn", agreement, "NMI", notes=truth_nmi),
+    ]
+
+
+def gaussian_mixture(*, n: int, dim: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """N x D float32 points of k isotropic unit-variance components, centres about 6 standard deviations apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=6.0 / np.sqrt(2 * dim), size=(k, dim))  # k x D
+    labels = rng.integers(0, k, size=n)
+    points = centres[labels] + rng.normal(size=(n, dim))  # N x D
+    return points.astype(np.float32), labels
+
+
+def _faiss_kmeans(features: np.ndarray, *, k: int, iterations: int) -> np.ndarray:
+    return cluster_features(features, k=k, iterations=iterations, pca_dim=features.shape[1], whiten=True,
+                            seed=0).assignments
+
+
+def _sklearn_kmeans(features: np.ndarray, *, k: int, iterations: int) -> tuple[np.ndarray, int]:
+    data = preprocess(features, pca_dim=features.shape[1], whiten=True, seed=0)  # N x D
+    kmeans = KMeans(n_clusters=k, n_init=1, max_iter=iterations, tol=0.0, random_state=0).fit(data)
+    return kmeans.labels_, int(kmeans.n_iter_)
+
+
+def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    begin = time.perf_counter()
+    value = work()
+    return time.perf_counter() - begin, value
+
+
+# -- machine, output, helpers --------------------------------------------------------------------------------------
+
+
+def machine_info(device: torch.device, sizes: Sizes) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {
+        "device": device.type,
+        "device_name": name,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "torchvision": torchvision.__version__,
+        "faiss": faiss.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_start": _load_average(),
+        "sizes": asdict(sizes),
+    }
+
+
+def format_table(machine: dict[str, Any], results: list[Result]) -> str:
+    header = (f"xdc bench ({machine['sizes']['mode']}) on {machine['device_name']} [{machine['device']}], "
+              f"{machine['cpu_count']} CPUs, torch {machine['torch']}; load average "
+              f"{machine['load_average_start']} at start, {machine['load_average_end']} at end")
+    width = max(len(r.name) for r in results)
+    lines = [header, f"{'name':<{width}}  {'value':>10}  {'unit':<8}  {'ratio':>6}  notes"]
+    for r in results:
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+        lines.append(f"{r.name:<{width}}  {r.value:>10.4g}  {r.unit:<8}  {ratio:>6}  {r.notes}")
+    return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,143 @@
+"""Command line: `xdc pretrain`, `xdc make-dataset`, `xdc bench`.
+
+Input errors print one line and exit with code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from xdc.errors import XDCError
+
+EXIT_INPUT_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except XDCError as exc:
+        print(f"xdc: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xdc", description="Cross-Modal Deep Clustering (XDC) for audio-video.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pre = commands.add_parser("pretrain", help="pretrain video and audio encoders on a folder of videos")
+    pre.add_argument("--data", required=True, help="dataset root")
+    pre.add_argument("--variant", help="xdc, sdc, mdc, cdc or supervised (default: xdc)")
+    pre.add_argument("--out", required=True, help="output directory (checkpoints; reruns resume from it)")
+    pre.add_argument("--layout", help="dataset layout (default: folder)")
+    pre.add_argument("--preset", help="start from a preset: tiny (smoke test) or small (demo)")
+    pre.add_argument("--config", help="YAML file of config keys")
+    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key, e.g. cluster.k_video=128 (repeatable)")
+    pre.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(handler=_pretrain)
+
+    make = commands.add_parser("make-dataset", help="generate a dataset of real encoded media files")
+    make.add_argument("kind", choices=["synthetic"])
+    make.add_argument("out", help="output directory")
+    make.add_argument("--videos", type=int, default=48)
+    make.add_argument("--classes", type=int, default=6)
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--duration", type=float, default=3.0, help="seconds per video")
+    make.set_defaults(handler=_make_dataset)
+
+    bench = commands.add_parser("bench", help="benchmarks: trainer vs plain loop, data pipeline, clustering")
+    bench.add_argument("--out", default="bench-results", help="directory for the dataset and the JSON result")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from xdc.config import load_config
+    from xdc.tracking import MLflowTracker, NullTracker
+    from xdc.train import pretrain
+
+    base = {"data": {"path": args.data}}
+    if args.variant:
+        base["variant"] = args.variant
+    if args.layout:
+        base["data"]["layout"] = args.layout
+    cfg = load_config(preset=args.preset, file=args.config, overrides=args.overrides, base=base)
+    tracker = NullTracker() if args.no_track else MLflowTracker()
+    stop = _stop_on_signals()
+    bar = None if args.quiet else _ProgressBar()
+    result = pretrain(cfg, tracker, out_dir=args.out, on_progress=bar, should_stop=stop.is_set)
+    if bar:
+        bar.close()
+    _print_summary(result, tracker)
+    return 0
+
+
+def _print_summary(result, tracker) -> None:
+    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
+    print(f"skipped files: {skipped}")
+    if result.stopped:
+        print(f"stopped on request; checkpoint in {result.out_dir / 'checkpoints'} (rerun the same command to resume)")
+    else:
+        print(f"final checkpoint: {result.final_checkpoint}")
+    if result.run_id and hasattr(tracker, "tracking_uri"):
+        print(f"MLflow run {result.run_id} at {tracker.tracking_uri}")
+
+
+def _make_dataset(args: argparse.Namespace) -> int:
+    from xdc.data.synthetic import make_synthetic
+
+    summary = make_synthetic(Path(args.out), videos=args.videos, seed=args.seed, classes=args.classes,
+                             duration=args.duration)
+    print(f"wrote {summary.videos} videos of {len(summary.classes)} classes ({summary.mismatched} with mismatched "
+          f"audio) to {summary.root}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from xdc.bench import run_benchmarks
+
+    run_benchmarks(Path(args.out), device=args.device, quick=args.quick)
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM ask the trainer to checkpoint and stop; a second SIGINT interrupts at once."""
+    stop = threading.Event()
+
+    def request(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstop requested: saving a checkpoint...", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, request)
+    signal.signal(signal.SIGTERM, request)
+    return stop
+
+
+class _ProgressBar:
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar:24}| {desc}", dynamic_ncols=True)
+
+    def __call__(self, fraction: float, eta: float | None, stage: str) -> None:
+        self.bar.n = int(fraction * 1000)
+        eta_text = f"ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else "ETA --"
+        self.bar.set_description_str(f"{stage} | {eta_text}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

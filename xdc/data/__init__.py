@@ -1,0 +1,44 @@
+"""Media in: dataset layouts, the cached file index, clip decoding and transforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdc.config import DataConfig
+from xdc.data.clips import Video
+from xdc.data.index import Screened, build_index, screen
+from xdc.data.layouts import Listing, read_layout
+from xdc.errors import DataError
+
+
+@dataclass
+class VideoSet:
+    """The usable videos of a dataset split, its class names (empty when unlabeled) and what was skipped."""
+
+    videos: list[Video]
+    classes: list[str]
+    screened: Screened
+    listing: Listing
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.classes)
+
+
+def load_video_set(cfg: DataConfig, *, need_audio: bool = True) -> VideoSet:
+    """List a dataset with its layout reader, probe its files (cached), and keep those fit for clips.
+
+    Raises DataError before any training when nothing is usable.
+    """
+    if not cfg.path:
+        raise DataError("no dataset path given (data.path / --data)")
+    listing = read_layout(cfg.layout, cfg.path, split=cfg.split, fold=cfg.fold)
+    samples = listing.samples[: cfg.max_videos] if cfg.max_videos else listing.samples
+    labels = {str(s.path): (-1 if s.label is None else s.label) for s in samples}
+    entries = build_index([s.path for s in samples], workers=cfg.num_workers)
+    screened = screen(entries, clip_seconds=cfg.clip_seconds, need_audio=need_audio)
+    if not screened.usable:
+        counts = ", ".join(f"{n} {reason}" for reason, n in screened.skipped_counts.items())
+        raise DataError(f"no usable video in {cfg.path} ({len(samples)} files: {counts})")
+    videos = [Video(e.path, e.info.duration, labels[e.path]) for e in screened.usable]
+    return VideoSet(videos, list(listing.classes), screened, listing)

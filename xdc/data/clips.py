@@ -1,0 +1,105 @@
+"""Clip datasets: which windows of which videos to read, and the Dataset that decodes and transforms them.
+
+A *request* is one clip to read: (video index, start second, augmentation seed). The trainer draws an epoch's
+requests from a seeded generator, so an epoch is the same after a resume; the Dataset only executes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xdc.config import DataConfig
+from xdc.data.media import read_clip
+from xdc.data.transforms import LogMel, crop_frames, to_video_tensor
+from xdc.errors import MediaError
+
+
+@dataclass(frozen=True)
+class Video:
+    path: str
+    duration: float
+    label: int = -1  # -1: unlabeled
+
+
+def random_requests(videos: list[Video], video_ids: np.ndarray, clip_seconds: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """One random window per entry of `video_ids`. Returns N x 3 float64: video index, start, seed."""
+    durations = np.array([videos[i].duration for i in video_ids], dtype=np.float64)
+    starts = rng.random(len(video_ids)) * np.maximum(durations - clip_seconds, 0.0)
+    seeds = rng.integers(0, 2**31 - 1, size=len(video_ids))
+    return np.stack([video_ids.astype(np.float64), starts, seeds.astype(np.float64)], axis=1)
+
+
+def even_requests(videos: list[Video], clips_per_video: int, clip_seconds: float) -> np.ndarray:
+    """`clips_per_video` evenly spaced windows per video (the centre window when 1), for feature extraction."""
+    rows = []
+    for index, video in enumerate(videos):
+        span = max(video.duration - clip_seconds, 0.0)
+        starts = [span / 2] if clips_per_video == 1 else np.linspace(0.0, span, clips_per_video)
+        rows.extend((index, float(start), 0.0) for start in starts)
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+class ClipDataset(Dataset):
+    """Decodes requested windows into (uint8 video 3 x T x S x S, log-mel audio 1 x n_mels x frames).
+
+    A clip that fails to decode is returned as a failure record instead of raising, so one bad file never stops
+    a job; `collate_clips` drops it and reports its video index.
+    """
+
+    def __init__(self, videos: list[Video], requests: np.ndarray, cfg: DataConfig, *, train: bool):
+        self.videos = videos
+        self.requests = requests
+        self.cfg = cfg
+        self.train = train
+        self.log_mel = LogMel(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, window_ms=cfg.window_ms,
+                              hop_ms=cfg.hop_ms)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, position: int) -> dict:
+        video_index, start, seed = self.requests[position]
+        video = self.videos[int(video_index)]
+        try:
+            frames, audio = read_clip(video.path, start=float(start), num_frames=self.cfg.clip_frames,
+                                      fps=self.cfg.fps, short_side=self.cfg.resize_short,
+                                      sample_rate=self.cfg.sample_rate)
+        except MediaError as exc:
+            return {"ok": False, "video_index": int(video_index), "error": str(exc)}
+        rng = np.random.default_rng(int(seed))
+        frames = crop_frames(frames, self.cfg.crop_size, train=self.train, rng=rng)
+        return {
+            "ok": True,
+            "video": to_video_tensor(frames),  # 3 x T x S x S uint8
+            "audio": self.log_mel(audio),  # 1 x n_mels x frames
+            "position": position,
+            "video_index": int(video_index),
+            "label": video.label,
+        }
+
+
+def collate_clips(items: list[dict]) -> dict:
+    good = [item for item in items if item["ok"]]
+    batch = {
+        "failed": [(item["video_index"], item["error"]) for item in items if not item["ok"]],
+        "size": len(good),
+    }
+    if good:
+        batch["video"] = torch.stack([item["video"] for item in good])  # B x 3 x T x S x S
+        batch["audio"] = torch.stack([item["audio"] for item in good])  # B x 1 x n_mels x frames
+        batch["position"] = torch.tensor([item["position"] for item in good])
+        batch["video_index"] = torch.tensor([item["video_index"] for item in good])
+        batch["label"] = torch.tensor([item["label"] for item in good])
+    return batch
+
+
+def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    """In-order loader (the order is decided by the requests); workers decode in parallel."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_clips, pin_memory=pin_memory, persistent_workers=False,
+                      prefetch_factor=4 if workers > 0 else None)

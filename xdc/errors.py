@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI turns any XDCError into a one-line message and exit code 2."""
+
+
+class XDCError(Exception):
+    """A problem with the user's input (config, paths, data), reported without a traceback."""
+
+
+class ConfigError(XDCError):
+    """An unknown key, a value of the wrong type, or a value out of range."""
+
+
+class DataError(XDCError):
+    """A dataset that cannot be read: missing path, broken split file, no usable media."""
+
+
+class MediaError(XDCError):
+    """One media file that cannot be used: corrupt, truncated, silent, without audio, or too short."""
+
+
+class TrainingError(XDCError):
+    """Training cannot go on (for example a non-finite loss); the run is marked failed with this message."""

@@ -1,0 +1,50 @@
+"""R(2+1)D-18 video encoder.
+
+Tran, Wang, Torresani, Ray, LeCun, Paluri. "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
+CVPR 2018. Built from torchvision's own blocks; at width 64 it is torchvision's `r2plus1d_18` (same modules, same
+state-dict keys) without the classifier, so its weights load into torchvision and back.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, VideoResNet
+
+
+class R2Plus1D18(VideoResNet):
+    """R(2+1)D-18 whose channel widths scale with `width` (64 = the published network, 8 x width-d features)."""
+
+    def __init__(self, *, width: int = 64):
+        nn.Module.__init__(self)
+        self.feature_dim = 8 * width
+        self.inplanes = width
+        self.stem = _stem(width)
+        self.layer1 = self._make_layer(BasicBlock, Conv2Plus1D, width, 2, stride=1)
+        self.layer2 = self._make_layer(BasicBlock, Conv2Plus1D, 2 * width, 2, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, Conv2Plus1D, 4 * width, 2, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, Conv2Plus1D, 8 * width, 2, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.fc = nn.Identity()  # forward(x): B x 3 x T x H x W -> B x feature_dim
+        _init_like_torchvision(self)
+
+
+def _stem(width: int) -> nn.Sequential:
+    # torchvision's R2Plus1dStem with its 45 intermediate channels scaled alongside the width.
+    mid = max(1, round(45 * width / 64))
+    return nn.Sequential(
+        nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+        nn.BatchNorm3d(mid),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(mid, width, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+        nn.BatchNorm3d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _init_like_torchvision(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)

@@ -1,0 +1,548 @@
+"""XDC pretraining: rounds of {extract features -> cluster -> reset heads -> train E epochs}.
+
+Resumable by construction: a checkpoint after every epoch (and on a stop request) holds the model, optimizer,
+scheduler, position (round, epoch, step), the round's cluster assignments, RNG states and the config; running the
+same config into the same output directory continues from it, in the same tracking run. Under torchrun the ranks
+shard feature extraction and training; rank 0 clusters, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from xdc import __version__
+from xdc.checkpoint import load_latest, save_checkpoint, write_atomic
+from xdc.clustering import cluster_features, diagnostics, uniform_weights
+from xdc.config import PretrainConfig
+from xdc.data import VideoSet, load_video_set
+from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_requests
+from xdc.data.transforms import normalize_video
+from xdc.distributed import Dist, init_distributed, shutdown
+from xdc.errors import ConfigError, DataError, TrainingError
+from xdc.models import AVModel
+from xdc.report import write_assignments, write_round_plot
+from xdc.tracking import NullTracker, Tracker, git_sha
+from xdc.variants import VARIANTS, variant_loss
+
+ProgressFn = Callable[[float, float | None, str], None]
+RUNTIME_KEYS = {"device", "precision", "data.num_workers", "log_every", "run_name"}
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    run_id: str | None
+    stopped: bool
+    final_checkpoint: Path | None
+    skipped: dict[str, int]
+    round_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when the caller asked to stop; the trainer checkpoints and returns."""
+
+
+def pretrain(cfg: PretrainConfig, tracker: Tracker | None = None, *, out_dir: str | Path,
+             on_progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> PretrainResult:
+    """Pretrain the video and audio encoders with `cfg.variant`, resuming from `out_dir` if it holds a checkpoint.
+
+    Input problems (config, paths, unusable data, a checkpoint of another config) raise XDCError subclasses before
+    anything is written. A stop request checkpoints and returns with `stopped=True`; the run can be resumed.
+    """
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    group = init_distributed(device.type)
+    try:
+        run = _Pretraining(cfg, tracker if (tracker is not None and group.main) else NullTracker(),
+                           Path(out_dir), group, device, on_progress, should_stop)
+        return run.execute()
+    finally:
+        shutdown(group)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class _Pretraining:
+    def __init__(self, cfg: PretrainConfig, tracker: Tracker, out_dir: Path, group: Dist, device: torch.device,
+                 on_progress: ProgressFn | None, should_stop: Callable[[], bool] | None):
+        self.cfg, self.tracker, self.out_dir, self.group, self.device = cfg, tracker, out_dir, group, device
+        self.on_progress = on_progress or (lambda fraction, eta, stage: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.variant = VARIANTS[cfg.variant]
+        self.bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
+        self.position = {"round": 0, "epoch": 0, "step": 0, "global_step": 0}
+        self.assignments: dict[str, np.ndarray] = {}
+        self.previous: dict[str, np.ndarray] = {}
+        self.round_metrics: dict[str, float] = {}
+        self.failed_clips = 0
+        self.run_id: str | None = None
+        self.started = time.monotonic()
+        self.start_step = 0
+
+    # -- setup -------------------------------------------------------------------------------------------------
+
+    def execute(self) -> PretrainResult:
+        self.data = self._load_data()
+        self._check_data()
+        state = load_latest(self.checkpoint_dir)
+        if state is not None:
+            self._check_resumable(state)
+        self._build(state)
+        if self._finished():
+            return self._result(stopped=False)
+        self._start_tracking(state)
+        try:
+            self._loop()
+        except StopRequested:
+            self._save_checkpoint()
+            self.tracker.finish("KILLED")
+            return self._result(stopped=True)
+        except BaseException as exc:
+            self.tracker.finish("FAILED", error=_reason(exc))
+            raise
+        self._finalize()
+        return self._result(stopped=False)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def final_path(self) -> Path:
+        return self.out_dir / "final.pt"
+
+    def _load_data(self) -> VideoSet:
+        # Rank 0 probes and caches the index first, so the other ranks read the cache instead of probing again.
+        data = load_video_set(self.cfg.data) if self.group.main else None
+        self.group.barrier()
+        return data if data is not None else load_video_set(self.cfg.data)
+
+    def _check_data(self) -> None:
+        n = len(self.data.videos)
+        if self.variant.needs_labels and not self.data.labeled:
+            raise DataError(f"variant {self.variant.name!r} needs labels; layout {self.cfg.data.layout!r} at "
+                            f"{self.cfg.data.path} has none")
+        for space in self.variant.spaces:
+            k = self._k(space)
+            if k > n:
+                raise ConfigError(f"cluster.k_{space}={k} exceeds the {n} usable videos")
+
+    def _k(self, target: str) -> int:
+        if target == "label":
+            return len(self.data.classes)
+        return getattr(self.cfg.cluster, f"k_{target}")
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved = PretrainConfig.from_dict(state["config"]).flat()
+        wanted = self.cfg.flat()
+        changed = sorted(k for k in wanted if k not in RUNTIME_KEYS and saved.get(k) != wanted[k])
+        if changed:
+            first = changed[0]
+            raise ConfigError(f"{self.out_dir} holds a run with a different config ({first}: {saved.get(first)!r} "
+                              f"there, {wanted[first]!r} now); use another output directory")
+        if state["videos"] != [v.path for v in self.data.videos]:
+            raise DataError(f"the usable files of {self.cfg.data.path} changed since the checkpoint in "
+                            f"{self.out_dir}; use another output directory")
+
+    def _build(self, state: dict[str, Any] | None) -> None:
+        _seed_everything(self.cfg.seed)
+        heads = {h.name: (h.encoder, self._k(h.target)) for h in self.variant.heads}
+        model = AVModel(video_width=self.cfg.model.video_width, audio_width=self.cfg.model.audio_width, heads=heads)
+        self.model = model.to(self.device)
+        if self.cfg.channels_last and self.device.type == "cuda":
+            self.model.video.to(memory_format=torch.channels_last_3d)
+            self.model.audio.to(memory_format=torch.channels_last)
+        self.optimizer = _optimizer(self.model, self.cfg)
+        self.steps_per_epoch = max(1, round(len(self.data.videos) * self.cfg.data.clips_per_video
+                                            / (self.cfg.batch_size * self.group.world)))
+        self.total_steps = self.steps_per_epoch * self.cfg.total_epochs
+        self.scheduler = _scheduler(self.optimizer, self.cfg, self.steps_per_epoch)
+        if state is not None:
+            self._restore(state)
+        self.start_step = self.position["global_step"]
+        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None) if self.group.active else self.model)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.position = dict(state["position"])
+        self.assignments = {k: np.asarray(v) for k, v in state["assignments"].items()}
+        self.previous = {k: np.asarray(v) for k, v in state.get("previous", {}).items()}
+        self.run_id = state.get("run_id")
+        _set_rng_state(state["rng"])
+
+    def _finished(self) -> bool:
+        return self.position["round"] >= self.cfg.rounds and self.final_path.exists()
+
+    def _start_tracking(self, state: dict[str, Any] | None) -> None:
+        run_id = state.get("run_id") if state else None
+        tags = {"variant": self.cfg.variant, "git_sha": git_sha(), "xdc_version": __version__, "kind": "pretrain"}
+        self.run_id = self.tracker.start(experiment=self.cfg.experiment, run_name=self.cfg.run_name,
+                                         run_id=run_id, tags=tags)
+        if run_id is None:
+            self.tracker.log_params(self.cfg.flat())
+            self._log_data_report()
+
+    def _log_data_report(self) -> None:
+        counts = self.data.screened.skipped_counts
+        self.tracker.log_metrics({"data/usable": len(self.data.videos),
+                                  **{f"data/skipped_{k}": v for k, v in counts.items()}}, step=0)
+        report = self.out_dir / "skipped_files.tsv"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(self.data.screened.report())
+        self.tracker.log_artifact(report, "data")
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while self.position["round"] < self.cfg.rounds:
+            if not self.assignments:
+                self._begin_round()
+            self._train_epoch()
+            self.position.update(epoch=self.position["epoch"] + 1, step=0)
+            if self.position["epoch"] == self.cfg.epochs_per_round:
+                self.previous, self.assignments = self.assignments, {}
+                self.position.update(round=self.position["round"] + 1, epoch=0)
+            self._save_checkpoint()  # holds the next position, so a resume starts exactly there
+
+    def _begin_round(self) -> None:
+        """Extract features, cluster them, share the assignments and give the heads fresh weights."""
+        round_index = self.position["round"]
+        if self.should_stop():
+            raise StopRequested
+        self.on_progress(self._fraction(), self._eta(), f"round {round_index + 1}: clustering")
+        assignments = None
+        if self.variant.spaces:
+            features = self._extract_features(round_index)
+            assignments = self._cluster(features, round_index) if self.group.main else None
+        assignments = self.group.broadcast(assignments) or {}
+        assignments["label"] = np.array([v.label for v in self.data.videos], dtype=np.int64)
+        self.assignments = assignments
+        torch.manual_seed(self.cfg.seed + round_index)  # identical fresh heads on every rank
+        self.model.reset_heads()
+        _reset_optimizer_state(self.optimizer, self.model.heads.parameters())
+
+    def _extract_features(self, round_index: int) -> dict[str, np.ndarray]:
+        """Per-video features (mean over evenly spaced clips) of this rank's share of the videos, gathered on rank 0
+        through memory-mapped files so host memory stays bounded."""
+        workdir = self.out_dir / "features"
+        mine = np.arange(len(self.data.videos))[self.group.rank::self.group.world]
+        shard = extract_features(self.model, [self.data.videos[i] for i in mine], self.cfg, self.device,
+                                 workdir / f"rank{self.group.rank}", bf16=self.bf16)
+        self.group.barrier()
+        if not self.group.main:
+            return {}
+        return _gather_shards(workdir, len(self.data.videos), self.group.world)
+
+    def _cluster(self, features: dict[str, np.ndarray], round_index: int) -> dict[str, np.ndarray]:
+        valid = features.pop("count") > 0
+        if "joint" in self.variant.spaces:
+            features["joint"] = _joint_features(features["video"], features["audio"],
+                                                self.out_dir / "features" / "joint.npy")
+        assignments = {}
+        for offset, space in enumerate(self.variant.spaces):
+            labels = np.full(len(valid), -1, dtype=np.int64)
+            rows = features[space] if valid.all() else features[space][valid]
+            clustering = cluster_features(
+                rows, k=self._k(space), iterations=self.cfg.cluster.iterations, pca_dim=self.cfg.cluster.pca_dim,
+                whiten=self.cfg.cluster.whiten, redo=self.cfg.cluster.redo,
+                seed=self.cfg.seed * 1000 + round_index * 10 + offset,
+                scratch=self.out_dir / "features" / f"{space}.pre.npy")
+            labels[valid] = clustering.assignments
+            assignments[space] = labels
+        self._report_round(assignments, valid, round_index)
+        return assignments
+
+    def _report_round(self, assignments: dict[str, np.ndarray], valid: np.ndarray, round_index: int) -> None:
+        labels = np.array([v.label for v in self.data.videos]) if self.data.labeled else None
+        metrics = diagnostics(assignments, previous=self.previous or None, labels=labels)
+        metrics["extract_failed"] = float((~valid).sum())
+        self.round_metrics = metrics
+        self.tracker.log_metrics({f"cluster/{k}": v for k, v in metrics.items()}, step=round_index)
+        table = write_assignments(self.out_dir / "assignments" / f"round_{round_index:03d}.csv",
+                                  self.data.videos, assignments, self.data.classes)
+        plot = write_round_plot(self.out_dir / "diagnostics" / f"round_{round_index:03d}.png",
+                                assignments, round_index, metrics)
+        self.tracker.log_artifact(table, "assignments")
+        self.tracker.log_artifact(plot, "diagnostics")
+
+    def _epoch_requests(self) -> np.ndarray:
+        """This rank's clips for the current epoch, from a generator seeded by (seed, round, epoch)."""
+        rng = np.random.default_rng([self.cfg.seed, self.position["round"], self.position["epoch"]])
+        targets = [self.assignments[h.target] for h in self.variant.heads]
+        usable = np.all([t >= 0 for t in targets], axis=0)
+        if self.cfg.cluster.uniform_sampling:
+            weights = uniform_weights([np.where(usable, t, -1) for t in targets])
+        else:
+            weights = usable / usable.sum()
+        per_step = self.cfg.batch_size * self.group.world
+        ids = rng.choice(len(weights), size=self.steps_per_epoch * per_step, p=weights)
+        requests = random_requests(self.data.videos, ids, self.cfg.data.clip_seconds, rng)
+        mine = requests.reshape(self.steps_per_epoch, self.group.world, self.cfg.batch_size, 3)[:, self.group.rank]
+        return mine.reshape(-1, 3)[self.position["step"] * self.cfg.batch_size:]
+
+    def _train_epoch(self) -> None:
+        self.net.train()
+        dataset = ClipDataset(self.data.videos, self._epoch_requests(), self.cfg.data, train=True)
+        loader = clip_loader(dataset, batch_size=self.cfg.batch_size, workers=self.cfg.data.num_workers,
+                             pin_memory=self.device.type == "cuda")
+        targets = {name: torch.as_tensor(values, device=self.device) for name, values in self.assignments.items()}
+        meter = _LossMeter(self.device)
+        tick = time.monotonic()
+        for batch in loader:
+            stop = self.should_stop()
+            self.failed_clips += len(batch["failed"])
+            agreed = self.group.all_min(-1 if stop else batch["size"])
+            if agreed < 0:
+                raise StopRequested
+            if agreed >= 2:  # BatchNorm needs two samples; a batch emptied by bad files is skipped on all ranks
+                meter.add(*self._train_step(batch, targets), batch["size"])
+            self.position["step"] += 1
+            self.position["global_step"] += 1
+            if self.position["global_step"] % self.cfg.log_every == 0:
+                self._log_steps(meter, tick)
+                meter, tick = _LossMeter(self.device), time.monotonic()
+        self._log_steps(meter, tick)
+
+    def _train_step(self, batch: dict, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        video = normalize_video(batch["video"].to(self.device, non_blocking=True))  # B x 3 x T x S x S
+        audio = batch["audio"].to(self.device, non_blocking=True)  # B x 1 x n_mels x frames
+        if self.cfg.channels_last and self.device.type == "cuda":
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+            audio = audio.contiguous(memory_format=torch.channels_last)
+        index = batch["video_index"].to(self.device)
+        batch_targets = {name: values[index] for name, values in targets.items()}  # each B
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.net(video, audio)  # head -> B x K
+        loss, parts = variant_loss(logits, batch_targets, self.variant)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), {k: v.detach() for k, v in parts.items()}
+
+    def _log_steps(self, meter: _LossMeter, tick: float) -> None:
+        if not meter.count:
+            return
+        values = meter.means(self.group)
+        where = (f"round {self.position['round'] + 1}, epoch {self.position['epoch'] + 1}, "
+                 f"step {self.position['global_step']}")
+        if not all(math.isfinite(v) for v in values.values()):
+            raise TrainingError(f"non-finite loss at {where}; lower optim.lr or set optim.grad_clip")
+        seconds = max(time.monotonic() - tick, 1e-9)
+        metrics = {f"train/{k}": v for k, v in values.items()}
+        metrics["train/lr"] = self.scheduler.get_last_lr()[0]
+        metrics["train/clips_per_s"] = meter.clips * self.group.world / seconds
+        metrics["data/failed_clips"] = self.failed_clips
+        self.tracker.log_metrics(metrics, step=self.position["global_step"])
+        self.on_progress(self._fraction(), self._eta(), f"{where}, loss {values['loss']:.3f}")
+
+    # -- checkpoints and the end -------------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        if not self.group.main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "position": dict(self.position),
+            "assignments": self.assignments,
+            "previous": self.previous,
+            "rng": _rng_state(),
+            "config": self.cfg.to_dict(),
+            "run_id": self.run_id,
+            "videos": [v.path for v in self.data.videos],
+            "xdc_version": __version__,
+        }
+        save_checkpoint(self.checkpoint_dir, state, global_step=self.position["global_step"])
+
+    def _finalize(self) -> None:
+        if self.group.main:
+            write_atomic(self.final_path, {
+                "kind": "xdc-pretrained",
+                "config": self.cfg.to_dict(),
+                "variant": self.cfg.variant,
+                "video": self.model.video.state_dict(),
+                "audio": self.model.audio.state_dict(),
+                "run_id": self.run_id,
+                "xdc_version": __version__,
+            })
+            self.tracker.log_artifact(self.final_path, "checkpoints")
+        self.on_progress(1.0, 0.0, "finished")
+        self.tracker.finish("FINISHED")
+
+    def _result(self, *, stopped: bool) -> PretrainResult:
+        return PretrainResult(self.out_dir, getattr(self, "run_id", None), stopped,
+                              self.final_path if self.final_path.exists() else None,
+                              self.data.screened.skipped_counts, self.round_metrics)
+
+    def _fraction(self) -> float:
+        return min(1.0, self.position["global_step"] / max(1, self.total_steps))
+
+    def _eta(self) -> float | None:
+        done = self.position["global_step"] - self.start_step
+        if done <= 0:
+            return None
+        left = self.total_steps - self.position["global_step"]
+        return (time.monotonic() - self.started) / done * left
+
+
+class _LossMeter:
+    """Sums losses on the device (no host sync per step); read at log points only."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.clips = 0
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], clips: int) -> None:
+        for name, value in {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}.items():
+            self.sums[name] = self.sums.get(name, torch.zeros((), device=self.device)) + value.float()
+        self.count += 1
+        self.clips += clips
+
+    def means(self, group: Dist) -> dict[str, float]:
+        names = sorted(self.sums)
+        totals = group.all_sum(torch.stack([self.sums[n] for n in names] +
+                                           [torch.tensor(float(self.count), device=self.device)]))
+        return {name: float(totals[i] / totals[-1]) for i, name in enumerate(names)}
+
+
+def extract_features(model: AVModel, videos: list, cfg: PretrainConfig, device: torch.device, workdir: Path, *,
+                     bf16: bool = False) -> dict[str, np.ndarray]:
+    """Mean video and audio features over `cfg.data.extract_clips` evenly spaced clips per video, written to
+    memory-mapped .npy files in `workdir`; 'count' holds the clips that decoded (0: the video failed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    requests = even_requests(videos, cfg.data.extract_clips, cfg.data.clip_seconds)
+    dataset = ClipDataset(videos, requests, cfg.data, train=False)
+    loader = clip_loader(dataset, batch_size=cfg.batch_size, workers=cfg.data.num_workers,
+                         pin_memory=device.type == "cuda")
+    out = {
+        "video": np.lib.format.open_memmap(workdir / "video.npy", "w+", np.float32,
+                                           (len(videos), model.video.feature_dim)),
+        "audio": np.lib.format.open_memmap(workdir / "audio.npy", "w+", np.float32,
+                                           (len(videos), model.audio.feature_dim)),
+        "count": np.lib.format.open_memmap(workdir / "count.npy", "w+", np.int32, (len(videos),)),
+    }
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for batch in loader:
+            if not batch["size"]:
+                continue
+            video = normalize_video(batch["video"].to(device, non_blocking=True))
+            features = model.embed(video, batch["audio"].to(device, non_blocking=True))  # each B x D
+            rows = batch["video_index"].numpy()
+            for space in ("video", "audio"):
+                np.add.at(out[space], rows, features[space].float().cpu().numpy())
+            np.add.at(out["count"], rows, 1)
+    seen = np.maximum(out["count"], 1)[:, None]
+    for space in ("video", "audio"):
+        out[space] /= seen
+        out[space].flush()
+    out["count"].flush()
+    return out
+
+
+def _gather_shards(workdir: Path, total: int, world: int) -> dict[str, np.ndarray]:
+    if world == 1:
+        return {name: np.load(workdir / "rank0" / f"{name}.npy", mmap_mode="r")
+                for name in ("video", "audio", "count")}
+    gathered = {}
+    for name in ("video", "audio", "count"):
+        shards = [np.load(workdir / f"rank{r}" / f"{name}.npy", mmap_mode="r") for r in range(world)]
+        full = np.lib.format.open_memmap(workdir / f"{name}.npy", "w+", shards[0].dtype,
+                                         (total, *shards[0].shape[1:]))
+        for rank, shard in enumerate(shards):
+            full[rank::world] = shard  # rank r extracted videos r, r + world, ...
+        full.flush()
+        gathered[name] = full
+    return gathered
+
+
+def _joint_features(video: np.ndarray, audio: np.ndarray, path: Path) -> np.ndarray:
+    """Concatenation of the L2-normalised video and audio features (CDC), so neither modality dominates."""
+    joint = np.lib.format.open_memmap(path, "w+", np.float32, (len(video), video.shape[1] + audio.shape[1]))
+    for begin in range(0, len(video), 65536):
+        parts = [np.asarray(x[begin:begin + 65536], dtype=np.float32) for x in (video, audio)]
+        parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+        joint[begin:begin + len(parts[0])] = np.concatenate(parts, axis=1)
+    return joint
+
+
+def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, steps_per_epoch: int):
+    o = cfg.optim
+    total = steps_per_epoch * cfg.total_epochs
+    warmup = steps_per_epoch * o.warmup_epochs
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if o.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if o.schedule == "step":
+            return o.gamma ** (step // (steps_per_epoch * o.step_epochs))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _reset_optimizer_state(optimizer: torch.optim.Optimizer, params) -> None:
+    for param in params:
+        optimizer.state.pop(param, None)  # stale momentum would push fresh heads toward last round's clusters
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
