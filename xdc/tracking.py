@@ -70,12 +70,14 @@ class NullTracker:
 
 class MLflowTracker:
     """Logs to an MLflow tracking server (or local store) through MlflowClient; no global mlflow state is used, so
-    several trackers can live in one process (the platform's workers)."""
+    several trackers can live in one process (the platform's workers). `tags` are added to every run it starts or
+    resumes (the platform's job id, user and team)."""
 
-    def __init__(self, tracking_uri: str | None = None):
+    def __init__(self, tracking_uri: str | None = None, *, tags: dict[str, str] | None = None):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        self.extra_tags = dict(tags or {})
         self.run_id: str | None = None
         self._buffer: list = []
         self._last_flush = time.monotonic()
@@ -85,6 +87,7 @@ class MLflowTracker:
         return self.client.tracking_uri
 
     def start(self, *, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]) -> str:
+        tags = {**tags, **self.extra_tags}
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
