@@ -83,6 +83,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _print_summary(result, tracker) -> None:
     skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
+    if result.resumed_from:
+        where = result.resumed_from
+        print(f"resumed from the checkpoint at round {where['round']}, epoch {where['epoch']}, "
+              f"global step {where['global_step']}")
     print(f"skipped files: {skipped}")
     if result.stopped:
         print(f"stopped on request; checkpoint in {result.out_dir / 'checkpoints'} (rerun the same command to resume)")

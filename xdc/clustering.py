@@ -16,6 +16,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 CHUNK_ROWS = 65536
 PCA_SAMPLE_ROWS = 200_000
+VARIANCE_FLOOR = 1e-6  # components below this fraction of the largest variance carry no signal
 
 
 @dataclass
@@ -51,22 +52,43 @@ def cluster_features(features: np.ndarray, *, k: int, iterations: int = 20, pca_
 
 def preprocess(features: np.ndarray, *, pca_dim: int, whiten: bool, seed: int = 0,
                out_path: Path | None = None) -> np.ndarray:
-    """PCA (whitened: eigenvalue power -1/2) to `pca_dim` dims when smaller than D, then L2-normalise rows."""
+    """PCA to at most `pca_dim` dims (whitened when asked: each component scaled by 1/sqrt(its variance)), then
+    L2-normalise rows. Directions without variance are dropped rather than divided by ~0, so a rank-deficient sample
+    (fewer rows than dims, collapsed features early in training) never turns into NaN."""
     n, dim = features.shape
-    out_dim = min(pca_dim, dim, max(1, n - 1)) if pca_dim else dim
-    pca = None
-    if pca_dim and (out_dim < dim or whiten):
-        pca = faiss.PCAMatrix(dim, out_dim, -0.5 if whiten else 0.0)
-        pca.train(_sample_rows(features, PCA_SAMPLE_ROWS, seed))
+    projection = _fit_pca(_sample_rows(features, PCA_SAMPLE_ROWS, seed), pca_dim, whiten) if pca_dim else None
+    out_dim = projection[1].shape[1] if projection else dim
     shape = (n, out_dim)
     out = (np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape) if out_path
            else np.empty(shape, dtype=np.float32))
     for begin in range(0, n, CHUNK_ROWS):
-        chunk = np.ascontiguousarray(features[begin:begin + CHUNK_ROWS], dtype=np.float32)
-        chunk = pca.apply(chunk) if pca is not None else chunk
+        chunk = np.asarray(features[begin:begin + CHUNK_ROWS], dtype=np.float32)
+        if not np.isfinite(chunk).all():
+            raise ValueError("features contain NaN or infinite values")
+        if projection:
+            mean, matrix = projection
+            chunk = (chunk - mean) @ matrix
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         faiss.normalize_L2(chunk)
         out[begin:begin + len(chunk)] = chunk
     return out
+
+
+def _fit_pca(sample: np.ndarray, pca_dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, D x d' projection) from the eigenvectors of the sample covariance with non-negligible variance."""
+    sample = np.asarray(sample, dtype=np.float64)
+    mean = sample.mean(axis=0)
+    centered = sample - mean
+    covariance = centered.T @ centered / max(1, len(sample) - 1)
+    variances, vectors = np.linalg.eigh(covariance)  # ascending
+    order = np.argsort(variances)[::-1]
+    variances, vectors = variances[order], vectors[:, order]
+    keep = variances > max(variances[0], 0.0) * VARIANCE_FLOOR
+    count = max(1, min(pca_dim, int(keep.sum())))
+    matrix = vectors[:, :count]
+    if whiten:
+        matrix = matrix / np.sqrt(np.maximum(variances[:count], np.finfo(np.float64).tiny))
+    return mean.astype(np.float32), matrix.astype(np.float32)
 
 
 def split_empty_clusters(data: np.ndarray, centroids: np.ndarray, assignments: np.ndarray, *,

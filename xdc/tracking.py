@@ -74,13 +74,22 @@ class MLflowTracker:
     resumes (the platform's job id, user and team)."""
 
     def __init__(self, tracking_uri: str | None = None, *, tags: dict[str, str] | None = None):
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        self._uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        self._client = None
         self.extra_tags = dict(tags or {})
         self.run_id: str | None = None
         self._buffer: list = []
         self._last_flush = time.monotonic()
+
+    @property
+    def client(self):
+        """Created on first use: a default local store (./mlflow.db) must not appear when input errors stop a run
+        before it starts."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._uri)
+        return self._client
 
     @property
     def tracking_uri(self) -> str:

@@ -46,6 +46,7 @@ class PretrainResult:
     final_checkpoint: Path | None
     skipped: dict[str, int]
     round_metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: dict[str, int] | None = None  # the checkpoint position this call started at, None on a fresh run
 
 
 class StopRequested(Exception):
@@ -94,6 +95,7 @@ class _Pretraining:
         self.run_id: str | None = None
         self.started = time.monotonic()
         self.start_step = 0
+        self.resumed_from: dict[str, int] | None = None
 
     # -- setup -------------------------------------------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class _Pretraining:
         self.scheduler = _scheduler(self.optimizer, self.cfg, self.steps_per_epoch)
         if state is not None:
             self._restore(state)
+            self.resumed_from = dict(self.position)
         self.start_step = self.position["global_step"]
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if self.group.active else self.model)
@@ -261,11 +264,14 @@ class _Pretraining:
         for offset, space in enumerate(self.variant.spaces):
             labels = np.full(len(valid), -1, dtype=np.int64)
             rows = features[space] if valid.all() else features[space][valid]
-            clustering = cluster_features(
-                rows, k=self._k(space), iterations=self.cfg.cluster.iterations, pca_dim=self.cfg.cluster.pca_dim,
-                whiten=self.cfg.cluster.whiten, redo=self.cfg.cluster.redo,
-                seed=self.cfg.seed * 1000 + round_index * 10 + offset,
-                scratch=self.out_dir / "features" / f"{space}.pre.npy")
+            try:
+                clustering = cluster_features(
+                    rows, k=self._k(space), iterations=self.cfg.cluster.iterations,
+                    pca_dim=self.cfg.cluster.pca_dim, whiten=self.cfg.cluster.whiten, redo=self.cfg.cluster.redo,
+                    seed=self.cfg.seed * 1000 + round_index * 10 + offset,
+                    scratch=self.out_dir / "features" / f"{space}.pre.npy")
+            except ValueError as exc:
+                raise TrainingError(f"round {round_index}: clustering the {space} features failed: {exc}") from exc
             labels[valid] = clustering.assignments
             assignments[space] = labels
         self._report_round(assignments, valid, round_index)
@@ -395,7 +401,7 @@ class _Pretraining:
     def _result(self, *, stopped: bool) -> PretrainResult:
         return PretrainResult(self.out_dir, getattr(self, "run_id", None), stopped,
                               self.final_path if self.final_path.exists() else None,
-                              self.data.screened.skipped_counts, self.round_metrics)
+                              self.data.screened.skipped_counts, self.round_metrics, self.resumed_from)
 
     def _fraction(self) -> float:
         return min(1.0, self.position["global_step"] / max(1, self.total_steps))

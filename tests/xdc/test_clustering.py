@@ -98,6 +98,30 @@ def test_preprocess_whitening_equalises_the_kept_components():
     assert abs(np.mean(unit[:, 0] ** 2) - 0.5) < 0.05
 
 
+def test_preprocess_drops_directions_without_variance_instead_of_dividing_by_zero():
+    # 12 rows in 64 dims (rank <= 11), as in an early round on a small dataset: whitening must stay finite
+    features = np.random.default_rng(0).normal(size=(12, 64)).astype(np.float32)
+    out = preprocess(features, pca_dim=32, whiten=True)
+    assert np.isfinite(out).all()
+    assert out.shape[1] <= 11
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_collapsed_features_still_cluster_without_nan():
+    features = np.zeros((30, 16), dtype=np.float32)
+    features[:, 0] = np.repeat([0.0, 1.0, 2.0], 10)  # one informative direction, the rest constant
+    result = cluster_features(features, k=3, iterations=10, pca_dim=8, whiten=True, seed=0)
+    assert np.isfinite(result.centroids).all()
+    assert normalized_mutual_info_score(np.repeat([0, 1, 2], 10), result.assignments) > 0.99
+
+
+def test_non_finite_features_are_refused():
+    features, _ = blobs()
+    features[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cluster_features(features, k=5, pca_dim=16)
+
+
 def test_preprocess_writes_to_a_memmap(tmp_path):
     features, _ = blobs()
     out = preprocess(features, pca_dim=8, whiten=True, out_path=tmp_path / "rows.npy")
