@@ -1,6 +1,6 @@
 """XDC: Cross-Modal Deep Clustering for self-supervised audio-video learning (Alwassel et al., NeurIPS 2020).
 
-Public API: `pretrain(cfg, tracker, out_dir=...)`, the config dataclasses, and the trackers. Heavy modules (torch,
+Public API: `pretrain(cfg, tracker, out_dir=...)`, `evaluate(cfg, tracker, out_dir=...)`, the config dataclasses, and the trackers. Heavy modules (torch,
 MLflow) load on first use, so `import xdc` stays cheap for callers that only validate configs.
 """
 
@@ -9,6 +9,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "pretrain": "xdc.train",
     "PretrainResult": "xdc.train",
+    "evaluate": "xdc.evaluation",
+    "EvalConfig": "xdc.evaluation",
+    "EvalResult": "xdc.evaluation",
     "PretrainConfig": "xdc.config",
     "load_config": "xdc.config",
     "MLflowTracker": "xdc.tracking",

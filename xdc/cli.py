@@ -1,4 +1,4 @@
-"""Command line: `xdc pretrain`, `xdc make-dataset`, `xdc bench`.
+"""Command line: `xdc pretrain`, `xdc evaluate`, `xdc make-dataset`, `xdc bench`.
 
 Input errors print one line and exit with code 2 before anything is written.
 """
@@ -42,6 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(handler=_pretrain)
+
+    ev = commands.add_parser("evaluate", help="evaluate an encoder downstream under a versioned protocol")
+    ev.add_argument("--checkpoint", required=True, help="final.pt of `xdc pretrain`, 'random' or 'supervised'")
+    ev.add_argument("--benchmark", required=True, help="ucf101, hmdb51, esc50, dcase or folder")
+    ev.add_argument("--data", required=True, help="dataset root in the benchmark's layout")
+    ev.add_argument("--split", type=int, help="UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 for all (default 1)")
+    ev.add_argument("--protocol", help="finetune, linear or retrieval (video); svm (audio) (default: linear/svm)")
+    ev.add_argument("--version", type=int, help="protocol version (default: the latest)")
+    ev.add_argument("--preset", help="tiny: the CPU smoke-test protocol sizes")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--supervised-data", help="labelled video folder for --checkpoint supervised")
+    ev.add_argument("--out", help="output directory (default: runs/eval/<benchmark>-<protocol>-split<N>-<ckpt>)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an evaluation config key, e.g. width=16 (repeatable); protocol hyperparameters are "
+                         "fixed by --protocol/--version")
+    ev.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=_evaluate)
 
     make = commands.add_parser("make-dataset", help="generate a dataset of real encoded media files")
     make.add_argument("kind", choices=["synthetic"])
@@ -94,6 +112,45 @@ def _print_summary(result, tracker) -> None:
         print(f"final checkpoint: {result.final_checkpoint}")
     if result.run_id and hasattr(tracker, "tracking_uri"):
         print(f"MLflow run {result.run_id} at {tracker.tracking_uri}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from xdc.config import deep_merge, parse_override
+    from xdc.evaluation import EvalConfig, default_out_dir, evaluate
+    from xdc.evaluation.protocols import AUDIO_BENCHMARKS
+    from xdc.tracking import MLflowTracker, NullTracker
+
+    raw = {"checkpoint": args.checkpoint, "benchmark": args.benchmark, "data": args.data,
+           "protocol": args.protocol or ("svm" if args.benchmark in AUDIO_BENCHMARKS else "linear")}
+    for key in ("split", "version", "preset", "seed", "supervised_data"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    for item in args.overrides:
+        raw = deep_merge(raw, parse_override(item))
+    cfg = EvalConfig.from_dict(raw)
+    out = Path(args.out) if args.out else default_out_dir(cfg)
+    tracker = NullTracker() if args.no_track else MLflowTracker()
+    stop = _stop_on_signals()
+    bar = None if args.quiet else _ProgressBar()
+    result = evaluate(cfg, tracker, out_dir=out, on_progress=bar, should_stop=stop.is_set)
+    if bar:
+        bar.close()
+    if result.stopped:
+        print("stopped on request; nothing written (run the same command again)")
+        return 130
+    print(_metrics_line(result.record))
+    print(f"result: {result.path}")
+    if result.run_id and hasattr(tracker, "tracking_uri"):
+        print(f"MLflow run {result.run_id} at {tracker.tracking_uri}")
+    return 0
+
+
+def _metrics_line(record: dict) -> str:
+    metrics = " ".join(f"{name} {value:.3f}" for name, value in record["metrics"].items())
+    ckpt = record["checkpoint"]
+    which = ckpt["kind"] if ckpt["kind"] != "pretrained" else f"{ckpt['variant']} {ckpt['sha256'][:8]}"
+    return (f"{record['benchmark']} split {record['split']}, {record['protocol']['name']} "
+            f"v{record['protocol']['version']}, {which}: {metrics}")
 
 
 def _make_dataset(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xdc.config import DataConfig
-from xdc.data.media import read_clip
+from xdc.data.media import read_audio, read_clip
 from xdc.data.transforms import LogMel, crop_frames, to_video_tensor
 from xdc.errors import MediaError
 
@@ -48,14 +48,17 @@ class ClipDataset(Dataset):
     """Decodes requested windows into (uint8 video 3 x T x S x S, log-mel audio 1 x n_mels x frames).
 
     A clip that fails to decode is returned as a failure record instead of raising, so one bad file never stops
-    a job; `collate_clips` drops it and reports its video index.
+    a job; `collate_clips` drops it and reports its video index. `with_audio=False` reads frames only (video
+    benchmarks such as UCF101, where many files have no sound track); items then carry no "audio".
     """
 
-    def __init__(self, videos: list[Video], requests: np.ndarray, cfg: DataConfig, *, train: bool):
+    def __init__(self, videos: list[Video], requests: np.ndarray, cfg: DataConfig, *, train: bool,
+                 with_audio: bool = True):
         self.videos = videos
         self.requests = requests
         self.cfg = cfg
         self.train = train
+        self.with_audio = with_audio
         self.log_mel = LogMel(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, window_ms=cfg.window_ms,
                               hop_ms=cfg.hop_ms)
 
@@ -68,19 +71,51 @@ class ClipDataset(Dataset):
         try:
             frames, audio = read_clip(video.path, start=float(start), num_frames=self.cfg.clip_frames,
                                       fps=self.cfg.fps, short_side=self.cfg.resize_short,
-                                      sample_rate=self.cfg.sample_rate)
+                                      sample_rate=self.cfg.sample_rate, with_audio=self.with_audio)
         except MediaError as exc:
             return {"ok": False, "video_index": int(video_index), "error": str(exc)}
         rng = np.random.default_rng(int(seed))
         frames = crop_frames(frames, self.cfg.crop_size, train=self.train, rng=rng)
-        return {
+        item = {
             "ok": True,
             "video": to_video_tensor(frames),  # 3 x T x S x S uint8
-            "audio": self.log_mel(audio),  # 1 x n_mels x frames
             "position": position,
             "video_index": int(video_index),
             "label": video.label,
         }
+        if self.with_audio:
+            item["audio"] = self.log_mel(audio)  # 1 x n_mels x frames
+        return item
+
+
+class AudioClipDataset(Dataset):
+    """Log-mel windows of audio-only files (ESC-50, DCASE): requests as for ClipDataset, `seconds` long each.
+
+    Items look like ClipDataset's without "video"; `video_index` is the file's index, so the same collate and
+    loader serve both.
+    """
+
+    def __init__(self, files: list[Video], requests: np.ndarray, cfg: DataConfig, *, seconds: float):
+        self.files = files
+        self.requests = requests
+        self.cfg = cfg
+        self.seconds = seconds
+        self.log_mel = LogMel(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, window_ms=cfg.window_ms,
+                              hop_ms=cfg.hop_ms)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, position: int) -> dict:
+        index, start, _ = self.requests[position]
+        item = self.files[int(index)]
+        try:
+            samples = read_audio(item.path, start=float(start), seconds=self.seconds,
+                                 sample_rate=self.cfg.sample_rate)
+        except MediaError as exc:
+            return {"ok": False, "video_index": int(index), "error": str(exc)}
+        return {"ok": True, "audio": self.log_mel(samples), "position": position, "video_index": int(index),
+                "label": item.label}
 
 
 def collate_clips(items: list[dict]) -> dict:
@@ -90,15 +125,16 @@ def collate_clips(items: list[dict]) -> dict:
         "size": len(good),
     }
     if good:
-        batch["video"] = torch.stack([item["video"] for item in good])  # B x 3 x T x S x S
-        batch["audio"] = torch.stack([item["audio"] for item in good])  # B x 1 x n_mels x frames
+        for key in ("video", "audio"):  # video: B x 3 x T x S x S, audio: B x 1 x n_mels x frames
+            if key in good[0]:
+                batch[key] = torch.stack([item[key] for item in good])
         batch["position"] = torch.tensor([item["position"] for item in good])
         batch["video_index"] = torch.tensor([item["video_index"] for item in good])
         batch["label"] = torch.tensor([item["label"] for item in good])
     return batch
 
 
-def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+def clip_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
     """In-order loader (the order is decided by the requests); workers decode in parallel."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_clips, pin_memory=pin_memory, persistent_workers=False,

@@ -1,0 +1,137 @@
+"""Downstream evaluation of pretrained encoders: `evaluate(cfg, tracker, out_dir=...)` and its typed config.
+
+An evaluation runs one versioned protocol (protocols.py) on one benchmark split (benchmarks.py) with the encoder
+under test (encoders.py) through the protocol's procedure (runners.py), and writes one result document (schema
+xdc/schemas/eval_result.schema.json) to `out_dir/result.json`, with a per-class table and a confusion plot beside
+it, and logs the same to one MLflow run tagged with the pretraining run it measures.
+
+Input problems (config, dataset layout, checkpoint) raise ConfigError/DataError before anything is written: no
+out_dir, no MLflow run. A failure during the work ends the run FAILED with an `error` tag and propagates. A stop
+request (`should_stop()` returning True) ends the run KILLED and returns `EvalResult(stopped=True, record={})`
+without writing result.json; evaluations are short, so a stopped one is simply run again.
+
+Reproducible: the record holds the config (protocol version resolved) and `rerun(record)` evaluates it again,
+refusing if the checkpoint's content or the dataset's fingerprint changed; on CPU the numbers are identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xdc.config import _build
+from xdc.errors import ConfigError
+
+BENCHMARKS = ("ucf101", "hmdb51", "esc50", "dcase", "folder")
+SPLITS = {"ucf101": range(1, 4), "hmdb51": range(1, 4), "esc50": range(0, 6)}
+PRESETS = ("", "tiny")
+RUNTIME_KEYS = {"device", "experiment", "run_name", "workers"}  # do not change the numbers
+
+ProgressFn = Callable[[float, float | None, str], None]
+
+
+@dataclass
+class EvalConfig:
+    """Everything an evaluation depends on. Stored in its result record as `config`, logged as MLflow params."""
+
+    checkpoint: str = "random"  # a final.pt of `xdc pretrain`, "random" or "supervised"
+    benchmark: str = "ucf101"  # ucf101 | hmdb51 | esc50 | dcase | folder
+    data: str = ""  # dataset root in the benchmark's layout
+    split: int = 1  # UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 = all five; ignored for dcase/folder
+    protocol: str = "linear"  # finetune | linear | retrieval (video benchmarks); svm (audio benchmarks)
+    version: int = 0  # protocol version; 0 = the latest
+    preset: str = ""  # "" (full protocol) or "tiny" (CPU smoke-test sizes, recorded as '<protocol>-tiny')
+    seed: int = 0
+    device: str = "auto"
+    experiment: str = "xdc-eval"
+    run_name: str = ""
+    pretrain_run_id: str = ""  # defaults to the run id stored in the checkpoint
+    supervised_data: str = ""  # labelled video folder for checkpoint=supervised (default: the benchmark's train set)
+    width: int = 0  # encoder width for random/supervised (0: the preset's, 8 tiny / 64 full); checked for a checkpoint
+    workers: int = -1  # DataLoader workers; -1: 0 for tiny, else min(8, CPUs)
+    shuffle_train_labels: bool = False  # control: permute the training labels (the score should fall to chance)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> EvalConfig:
+        return _build(cls, raw, prefix="").validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> EvalConfig:
+        from xdc.evaluation.protocols import resolve
+
+        _require(self.benchmark in BENCHMARKS, f"benchmark must be one of {', '.join(BENCHMARKS)}, "
+                                               f"got {self.benchmark!r}")
+        _require(self.preset in PRESETS, f"preset must be '' or 'tiny', got {self.preset!r}")
+        _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        _require(bool(self.checkpoint), "checkpoint must be a final.pt path, 'random' or 'supervised'")
+        _require(bool(self.data), "data (the dataset root) must be given")
+        for name, low in (("version", 0), ("seed", 0), ("width", 0), ("workers", -1)):
+            _require(getattr(self, name) >= low, f"{name} must be at least {low}, got {getattr(self, name)}")
+        allowed = SPLITS.get(self.benchmark)
+        if allowed is not None:
+            _require(self.split in allowed, f"split must be in {allowed.start}..{allowed.stop - 1} for "
+                                            f"{self.benchmark}, got {self.split}")
+        resolve(self.protocol, version=self.version, preset=self.preset, benchmark=self.benchmark)
+        return self
+
+    @property
+    def workers_resolved(self) -> int:
+        if self.workers >= 0:
+            return self.workers
+        return 0 if self.preset == "tiny" else min(8, os.cpu_count() or 1)
+
+
+@dataclass
+class EvalResult:
+    record: dict[str, Any]  # exactly what out_dir/result.json holds ({} when stopped)
+    run_id: str | None
+    path: Path  # out_dir/result.json
+    stopped: bool = False
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def evaluate(cfg: EvalConfig, tracker=None, *, out_dir: str | Path, on_progress: ProgressFn | None = None,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult:
+    """Evaluate `cfg.checkpoint` under `cfg.protocol` on `cfg.benchmark`; see the module docstring."""
+    return _prepare(cfg).execute(tracker, Path(out_dir), on_progress, should_stop)
+
+
+def rerun(record: dict[str, Any], tracker=None, *, out_dir: str | Path, **kwargs) -> EvalResult:
+    """Evaluate again from a result record: the same config, refused (DataError/ConfigError) if the dataset
+    fingerprint or the checkpoint's content differ from what the record says."""
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ConfigError("the record holds no evaluation config ('config')")
+    prepared = _prepare(EvalConfig.from_dict(record["config"]))
+    prepared.expect(record)
+    return prepared.execute(tracker, Path(out_dir), kwargs.get("on_progress"), kwargs.get("should_stop"))
+
+
+def default_out_dir(cfg: EvalConfig) -> Path:
+    """runs/eval/<benchmark>-<protocol>-split<N>-<checkpoint short name>, e.g. runs/eval/ucf101-linear-split1-xdc."""
+    protocol = f"{cfg.protocol}-{cfg.preset}" if cfg.preset else cfg.protocol
+    if cfg.checkpoint in ("random", "supervised"):
+        short = cfg.checkpoint
+    else:
+        path = Path(cfg.checkpoint)
+        short = path.parent.name if path.name == "final.pt" and path.parent.name else path.stem
+    return Path("runs") / "eval" / f"{cfg.benchmark}-{protocol}-split{cfg.split}-{short}"
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _prepare(cfg: EvalConfig):
+    from xdc.evaluation.pipeline import Evaluation
+
+    return Evaluation.prepare(cfg.validate())
+
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "rerun", "default_out_dir"]
