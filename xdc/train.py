@@ -8,6 +8,7 @@ shard feature extraction and training; rank 0 clusters, logs and writes checkpoi
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -63,11 +64,16 @@ def pretrain(cfg: PretrainConfig, tracker: Tracker | None = None, *, out_dir: st
     cfg.validate()
     device = resolve_device(cfg.device)
     group = init_distributed(device.type)
+    run = None
     try:
         run = _Pretraining(cfg, tracker if (tracker is not None and group.main) else NullTracker(),
                            Path(out_dir), group, device, on_progress, should_stop)
         return run.execute()
     finally:
+        # The DDP reducer must go while the process group is still registered: were it the group's last owner, its
+        # destructor would join gloo's threads while holding the GIL those threads need to free their tensors.
+        del run
+        gc.collect()
         shutdown(group)
 
 
