@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The web site's tests run a second time on PostgreSQL (pytest-django creates and drops test_<name> there).
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo worker bench clean
 
 install: $(STAMP)
 
@@ -17,12 +19,17 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q -p no:cacheprovider tests/webapp
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
 	bash deploy/demo.sh
+
+# `make worker GPUS=0,1`: one Celery worker per GPU; without GPUS, one worker on the cpu and gpu queues.
+worker: install
+	GPUS=$(GPUS) bash deploy/worker.sh
 
 bench: install
 	$(PY) -m xdc bench --out bench-results

@@ -1,56 +1,105 @@
 #!/usr/bin/env bash
-# The demo: a generated audio-visual dataset, a real MLflow server on loopback, and a short XDC pretraining on CPU.
-# DEMO_SERVE=0 exits when the run is done; otherwise the MLflow server stays up until Ctrl-C.
+# The demo: the whole lab on one machine with nothing else installed. A generated audio-visual dataset registered
+# in the lab, SQLite for the site, a broker of its own (a private redis-server, or kombu's filesystem transport when
+# redis-server is absent), an MLflow server, a Celery worker and the web site, all on loopback; then a small XDC
+# pretraining that fans out to two evaluations when it succeeds.
+# DEMO_SERVE=0 exits when the jobs are done; otherwise everything stays up until Ctrl-C.
+# MLFLOW_PORT / WEB_PORT pick other ports; DEMO_BROKER=filesystem forces the fallback broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+PY=$PWD/.venv/bin/python
 DEMO_DIR=${DEMO_DIR:-demo}
-PORT=${MLFLOW_PORT:-5000}
+MLFLOW_PORT=${MLFLOW_PORT:-5000}
+WEB_PORT=${WEB_PORT:-8000}
 mkdir -p "$DEMO_DIR"
+DEMO=$(cd "$DEMO_DIR" && pwd)
 
-if [ ! -f "$DEMO_DIR/data/labels.csv" ]; then
-  rm -rf "$DEMO_DIR/data"
-  $PY -m xdc make-dataset synthetic "$DEMO_DIR/data" --videos 48 --classes 6 --seed 0
-fi
-
-if ! $PY - "$PORT" <<'PY'
-import socket, sys
-s = socket.socket()
-sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) else 1)
-PY
-then
-  echo "port $PORT is taken; set MLFLOW_PORT to a free port" >&2
-  exit 2
-fi
-
-.venv/bin/mlflow server --host 127.0.0.1 --port "$PORT" \
-  --backend-store-uri "sqlite:///$PWD/$DEMO_DIR/mlflow.db" \
-  --artifacts-destination "$PWD/$DEMO_DIR/mlartifacts" >"$DEMO_DIR/mlflow.log" 2>&1 &
-MLFLOW_PID=$!
-trap 'kill $MLFLOW_PID 2>/dev/null || true' EXIT
-for _ in $(seq 60); do
-  if $PY -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health')" 2>/dev/null; then break; fi
-  kill -0 $MLFLOW_PID 2>/dev/null || { echo "mlflow server failed; see $DEMO_DIR/mlflow.log" >&2; exit 1; }
-  sleep 1
+# Every process this script starts leads its own process group; on exit (Ctrl-C included) each group is stopped:
+# SIGTERM, then SIGKILL after 10 s. A worker killed mid-job leaves it running in the database; the watchdog of the
+# next demo's worker requeues it after LAB_STALE_SECONDS and it resumes from its last checkpoint.
+groups=()
+any_alive() { local pid; for pid in "${groups[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+stop_all() {
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${groups[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do any_alive || break; sleep 0.2; done
+  for pid in "${groups[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'echo; echo "stopping the demo..."; exit 130' INT TERM
+start() {  # start NAME COMMAND...: run COMMAND in a new session, its output in $DEMO/NAME.log
+  local name=$1; shift
+  setsid "$@" >"$DEMO/$name.log" 2>&1 &
+  groups+=($!)
+}
+port_free() {
+  $PY -c "import socket, sys; sys.exit(not socket.socket().connect_ex(('127.0.0.1', int(sys.argv[1]))))" "$1"
+}
+free_port() { $PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+wait_http() {  # wait_http NAME URL PID
+  for _ in $(seq 120); do
+    $PY -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$2" 2>/dev/null && return
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "$1 failed to start; see $DEMO/$1.log" >&2
+      tail -n 20 "$DEMO/$1.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  echo "$1 did not answer at $2 within two minutes; see $DEMO/$1.log" >&2
+  exit 1
+}
+for port in "$MLFLOW_PORT" "$WEB_PORT"; do
+  port_free "$port" || { echo "port $port is taken; set MLFLOW_PORT / WEB_PORT to free ports" >&2; exit 2; }
 done
 
-export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT
-$PY -m xdc pretrain --data "$DEMO_DIR/data" --variant xdc --preset small --out "$DEMO_DIR/runs/xdc" \
-  --set experiment=xdc-demo --set run_name=demo-xdc
+# The lab's settings for the demo: everything under $DEMO, on loopback.
+export LAB_VAR_DIR=$DEMO/var DATABASE_URL="" LAB_ENQUEUE=celery LAB_STALE_SECONDS=60 LAB_WATCHDOG_SECONDS=20
+export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT DEMO_SITE_URL=http://127.0.0.1:$WEB_PORT
+unset MLFLOW_UI_URL REDIS_URL
 
-RUN_URL=$($PY - <<'PY'
-import os
-from mlflow.tracking import MlflowClient
-client = MlflowClient()
-exp = client.get_experiment_by_name("xdc-demo")
-run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-print(f"{os.environ['MLFLOW_TRACKING_URI']}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
-      f"  ({run.info.status})")
-PY
-)
-echo
-echo "XDC run in MLflow: $RUN_URL"
-if [ "${DEMO_SERVE:-1}" = "1" ]; then
-  echo "MLflow UI at http://127.0.0.1:$PORT — press Ctrl-C to stop."
-  wait $MLFLOW_PID
+if [ ! -f "$DEMO/data/labels.csv" ]; then
+  rm -rf "$DEMO/data"
+  $PY -m xdc make-dataset synthetic "$DEMO/data" --videos 48 --classes 6 --seed 0
 fi
+$PY manage.py migrate --noinput >"$DEMO/migrate.log" 2>&1 || { cat "$DEMO/migrate.log" >&2; exit 1; }
+$PY deploy/demo_lab.py setup "$DEMO/data"
+
+if command -v redis-server >/dev/null && [ "${DEMO_BROKER:-redis}" != filesystem ]; then
+  REDIS_PORT=$(free_port)
+  start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$DEMO"
+  export CELERY_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+else  # no priorities, and a killed worker's job comes back through the stale-job watchdog only
+  export CELERY_BROKER_URL=filesystem:// CELERY_BROKER_DIR=$DEMO/broker
+fi
+echo "broker: $CELERY_BROKER_URL"
+
+start mlflow .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+  --backend-store-uri "sqlite:///$DEMO/mlflow.db" --artifacts-destination "$DEMO/mlartifacts"
+MLFLOW_PID=${groups[-1]}
+start worker bash deploy/worker.sh
+start web $PY manage.py runserver "127.0.0.1:$WEB_PORT" --noreload
+WEB_PID=${groups[-1]}
+wait_http mlflow "$MLFLOW_TRACKING_URI/health" "$MLFLOW_PID"
+wait_http web "$DEMO_SITE_URL/healthz" "$WEB_PID"
+
+JOB=$($PY deploy/demo_lab.py submit)
+cat <<EOF
+
+XDC Lab is up (logs in $DEMO/*.log):
+  site     $DEMO_SITE_URL   log in as demo / xdc-demo-lab
+  job      $DEMO_SITE_URL/jobs/$JOB/   (a small XDC pretraining; on success it queues UCF101 and ESC-50 evaluations)
+  MLflow   $MLFLOW_TRACKING_URI
+
+EOF
+if [ "${DEMO_SERVE:-1}" = "0" ]; then
+  $PY deploy/demo_lab.py wait "$JOB"
+  exit $?
+fi
+echo "Press Ctrl-C to stop every process the demo started."
+wait -n "${groups[@]}" || true
+echo "a demo process exited; stopping the others (see the logs in $DEMO)" >&2
+exit 1

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,17 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(root, videos=24, classes=4, seed=0, duration=2.0)
     return root
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """A SQLite test database in a file rather than in memory, so the Celery workers and web servers that
+    tests/workers and tests/e2e start as subprocesses open the same database as the test process."""
+    from django.db import connections
+
+    settings_dict = connections["default"].settings_dict
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        settings_dict.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
 def _free_port() -> int:
@@ -69,3 +83,121 @@ def _wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"mlflow server did not become healthy: {log.read_text()[-2000:]}")
+
+
+# -- the platform's processes: a broker and one Celery worker for the session (tests/workers, tests/e2e) ---------
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_REDIS_DB = 15
+
+
+@pytest.fixture(scope="session")
+def lab_broker(tmp_path_factory) -> str:
+    """A Redis broker URL: database 15 of the local Redis (flushed) when it answers, else a private redis-server."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
+    except redis.exceptions.ConnectionError:
+        url = None
+    if url:
+        yield url
+        return
+    if not shutil.which("redis-server"):
+        pytest.skip("needs Redis: none answers on 127.0.0.1:6379 and redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/{TEST_REDIS_DB}"
+    try:
+        _wait_until(lambda: redis.Redis.from_url(url).ping(), "redis-server", timeout=20,
+                    errors=(redis.exceptions.ConnectionError,))
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@dataclass
+class LabWorker:
+    env: dict[str, str]
+    log: Path
+    runs_dir: Path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+@pytest.fixture(scope="session")
+def lab_worker(django_db_setup, lab_broker, mlflow_server, tmp_path_factory) -> LabWorker:
+    """`deploy/worker.sh` (a solo-pool Celery worker on queues cpu and gpu) sharing the test database, on the test
+    broker, logging to the `mlflow_server`. Heartbeats every second; the stale-job watchdog is left to the tests."""
+    from django.db import connections
+
+    root = tmp_path_factory.mktemp("worker")
+    env = {**os.environ, "DATABASE_URL": _database_url(connections["default"].settings_dict),
+           "CELERY_BROKER_URL": lab_broker, "MLFLOW_TRACKING_URI": mlflow_server, "LAB_RUNS_DIR": str(root / "runs"),
+           "LAB_VAR_DIR": str(root / "var"), "XDC_CACHE": str(root / "xdc-cache"), "LAB_HEARTBEAT_SECONDS": "1",
+           "LAB_WATCHDOG_SECONDS": "3600", "CELERY": str(Path(sys.executable).with_name("celery"))}
+    log_path = root / "worker.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["bash", str(REPO / "deploy" / "worker.sh")], cwd=REPO,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = LabWorker(env=env, log=log_path, runs_dir=root / "runs")
+    try:
+        _wait_until(lambda: " ready." in log_path.read_text() or process.poll() is not None, "celery worker")
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited: {worker.log_tail()}")
+        yield worker
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the group a process leads (it was started with start_new_session), SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _database_url(db: dict) -> str:
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _wait_until(condition, what: str, *, timeout: float = 120.0, errors: tuple = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except errors:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+
+
+@pytest.fixture
+def lab(lab_worker, lab_broker, settings, transactional_db) -> LabWorker:
+    """Jobs submitted in this test go to `lab_worker` through Celery; committed rows, so the worker sees them."""
+    from workers.celery import app
+
+    settings.LAB_ENQUEUE = "celery"
+    settings.LAB_RUNS_DIR = lab_worker.runs_dir
+    settings.MLFLOW_TRACKING_URI = settings.MLFLOW_UI_URL = lab_worker.env["MLFLOW_TRACKING_URI"]
+    previous = app.conf.broker_url
+    _use_broker(app, lab_broker)
+    yield lab_worker
+    _use_broker(app, previous)
+
+
+def _use_broker(app, url: str) -> None:
+    app.conf.broker_url = url
+    app._after_fork()  # drops the app's connection and producer pools, so the next message goes to `url`

@@ -1,0 +1,112 @@
+"""The demo's steps inside the lab, run by deploy/demo.sh through the lab's own services:
+
+    demo_lab.py setup DATA     the demo user and team, and DATA registered as datasets (folder, ucf101, esc50)
+    demo_lab.py submit         a small XDC pretraining that queues its evaluations when it succeeds
+    demo_lab.py wait JOB       wait until JOB and the evaluations it fans out to have finished; print what they gave
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+
+from webapp.lab import services  # noqa: E402
+from webapp.lab.models import Dataset, Job, Membership, Team  # noqa: E402
+from xdc.config import load_config  # noqa: E402
+
+SITE_URL = os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8000")
+USER, PASSWORD = "demo", "xdc-demo-lab"
+TEAM, TEAM_SLUG = "Demo team", "demo"
+DATASETS = (("demo-videos", "folder", "."), ("demo-ucf101", "ucf101", "ucf101"), ("demo-esc50", "esc50", "esc50"))
+# What the pretraining fans out to: one video and one audio benchmark under the full protocols (a minute on a CPU at
+# this size; the tiny protocols' audio front end would not fit the small preset's 40 mel bands).
+EVALUATIONS = (("demo-ucf101", "linear", 1), ("demo-esc50", "svm", 1))
+
+
+def setup(data: Path) -> None:
+    user = get_user_model().objects.filter(username=USER).first()
+    if user is None:
+        user = get_user_model().objects.create_user(USER, password=PASSWORD)
+    team, _ = Team.objects.get_or_create(slug=TEAM_SLUG, defaults={"name": TEAM})
+    Membership.objects.get_or_create(user=user, team=team)
+    for name, layout, folder in DATASETS:
+        if not Dataset.objects.filter(team=team, name=name).exists():
+            dataset = services.register_dataset(team=team, name=name, layout=layout, path=str(data / folder),
+                                                user=user)
+            print(f"registered dataset {name}: {dataset.files} files of {dataset.classes} classes ({layout})")
+
+
+def submit() -> None:
+    team = Team.objects.get(slug=TEAM_SLUG)
+    datasets = {d.name: d for d in Dataset.objects.filter(team=team)}
+    config = load_config(preset="small", base={"data": {"path": datasets["demo-videos"].path}}).to_dict()
+    evaluations = [{"dataset": datasets[name].pk, "protocol": protocol, "split": split, "preset": ""}
+                   for name, protocol, split in EVALUATIONS]
+    [job] = services.submit_jobs(get_user_model().objects.get(username=USER), team, Job.Kind.PRETRAIN, [config],
+                                 dataset=datasets["demo-videos"], evaluations=evaluations, resource="cpu", gpus=0,
+                                 name="demo: XDC, small preset")
+    print(job.pk)
+
+
+def wait(job_id: int, timeout: float) -> int:
+    """0 when the pretraining and all its evaluations succeeded, 1 otherwise."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        jobs = list(Job.objects.filter(pk=job_id)) + list(Job.objects.filter(parent_id=job_id).order_by("pk"))
+        line = "  ".join(f"#{j.pk} {j.kind} {j.status} {j.progress:4.0%}" for j in jobs)
+        if line != last:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+            last = line
+        if not any(j.is_active for j in jobs):  # a pretraining's evaluations are queued as it succeeds
+            return _report(jobs)
+        time.sleep(2)
+    print(f"the demo's jobs did not finish within {timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def _report(jobs: list[Job]) -> int:
+    print()
+    for job in jobs:
+        result = getattr(job, "result", None) if job.kind == Job.Kind.EVALUATE else None
+        outcome = f"{result.benchmark} {result.protocol}: {result.metric_name} = {result.metric_value:.3f}" \
+            if result is not None and result.metric_value is not None else job.summary
+        print(f"job #{job.pk} {job.status:9} {outcome}")
+        print(f"    site {SITE_URL}/jobs/{job.pk}/   MLflow {job.mlflow_url or '-'}")
+        if job.error:
+            print(f"    error: {job.error}")
+    return 0 if all(j.status == Job.Status.SUCCEEDED for j in jobs) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("setup").add_argument("data", type=Path)
+    commands.add_parser("submit")
+    waiting = commands.add_parser("wait")
+    waiting.add_argument("job", type=int)
+    waiting.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    if args.command == "setup":
+        setup(args.data.resolve())
+    elif args.command == "submit":
+        submit()
+    else:
+        return wait(args.job, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

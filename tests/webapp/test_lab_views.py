@@ -1,0 +1,234 @@
+"""Pages through Django's test client: submission forms and their errors, grids, clone, cancel/retry, team walls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lab_helpers import submit_pretrain
+
+from webapp.lab import services
+from webapp.lab.forms import PretrainForm, parse_int_list
+from webapp.lab.models import Dataset, Job
+
+pytestmark = pytest.mark.django_db
+
+
+def pretrain_post(dataset, **changes):
+    data = {"team": dataset.team.pk, "dataset": dataset.pk, "preset": "tiny", "variant": ["xdc"], "k": "",
+            "seed": "0", "priority": 5, "resource": "cpu", "gpus": 0}
+    data.update(changes)
+    return data
+
+
+class TestPretrainForm:
+    def test_it_queues_a_grid(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, variant=["xdc", "sdc"], k="4,8",
+                                                                      seed="1-3"))
+        assert response.status_code == 302
+        jobs = Job.objects.filter(kind="pretrain")
+        assert jobs.count() == 12
+        assert {(j.variant, j.config["cluster"]["k_joint"], j.config["seed"]) for j in jobs} == {
+            (v, k, s) for v in ("xdc", "sdc") for k in (4, 8) for s in (1, 2, 3)}
+        job = jobs.first()
+        assert job.config["rounds"] == 2  # the tiny preset
+        assert job.config["data"]["path"] == dataset_a.path and job.dataset == dataset_a
+        assert job.resource == "cpu" and job.creator.username == "alice"
+
+    def test_fields_override_the_preset(self, client_a, dataset_a):
+        client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, rounds=3, lr="0.2", batch_size=4,
+                                                           overrides="optim.weight_decay=0.001"))
+        cfg = Job.objects.get().config
+        assert (cfg["rounds"], cfg["optim"]["lr"], cfg["batch_size"], cfg["optim"]["weight_decay"]) == (
+            3, 0.2, 4, 0.001)
+
+    def test_a_config_error_lands_on_its_field(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, k="1"))
+        assert response.status_code == 400
+        assert "k" in response.context["form"].errors
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, overrides="optim.name=lion"))
+        assert "optim.name must be one of" in response.context["form"].errors["overrides"][0]
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, overrides="cluster.k_video=1"))
+        assert "k" in response.context["form"].errors
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, seed="a,b", variant=[]))
+        assert {"seed", "variant"} <= set(response.context["form"].errors)
+        assert Job.objects.count() == 0
+
+    def test_it_attaches_evaluations(self, client_a, dataset_a):
+        client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, eval_datasets=[dataset_a.pk],
+                                                           eval_protocols=["linear", "retrieval"], eval_splits="1",
+                                                           eval_preset="tiny"))
+        job = Job.objects.get()
+        assert [(s["protocol"], s["preset"]) for s in job.evaluations] == [("linear", "tiny"), ("retrieval", "tiny")]
+
+    def test_it_refuses_a_protocol_that_does_not_fit_the_benchmark(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, eval_datasets=[dataset_a.pk],
+                                                                      eval_protocols=["svm"]))
+        assert "eval_datasets" in response.context["form"].errors
+        assert Job.objects.count() == 0
+
+    def test_another_teams_dataset_is_not_a_choice(self, client, bob, dataset_a):
+        client.force_login(bob)
+        response = client.post("/jobs/new/pretrain/", pretrain_post(dataset_a))
+        assert response.status_code == 400 and "dataset" in response.context["form"].errors
+
+    def test_int_lists(self):
+        assert parse_int_list("1-3, 7,7", name="seed") == [1, 2, 3, 7]
+        assert parse_int_list("", name="k") == []
+
+
+class TestEvaluateForm:
+    def test_it_queues_protocols_times_seeds_on_a_finished_pretraining(self, client_a, alice, team_a, dataset_a):
+        parent = submit_pretrain(alice, team_a, dataset_a)
+        services.claim_job(parent.pk, worker="w", task_id="t")
+        services.finish_job(parent.pk)
+        response = client_a.post("/jobs/new/evaluate/", {
+            "team": team_a.pk, "checkpoint": f"job:{parent.pk}", "dataset": dataset_a.pk, "split": "1",
+            "protocol": ["linear", "finetune"], "seed": "0,1", "preset": "tiny", "priority": 3, "resource": "cpu",
+            "gpus": 0})
+        assert response.status_code == 302
+        jobs = Job.objects.filter(kind="evaluate")
+        assert jobs.count() == 4
+        assert all(j.parent == parent and j.config["checkpoint"] == parent.final_checkpoint for j in jobs)
+
+    def test_the_supervised_baseline_needs_labelled_data(self, client_a, team_a, dataset_a):
+        response = client_a.post("/jobs/new/evaluate/", {
+            "team": team_a.pk, "checkpoint": "supervised", "dataset": dataset_a.pk, "split": "1",
+            "protocol": ["linear"], "seed": "0", "priority": 5, "resource": "cpu", "gpus": 0})
+        assert response.status_code == 400 and "supervised_data" in response.context["form"].errors
+
+    def test_a_running_pretraining_is_not_a_checkpoint_choice(self, client_a, alice, team_a, dataset_a):
+        parent = submit_pretrain(alice, team_a, dataset_a)
+        response = client_a.post("/jobs/new/evaluate/", {
+            "team": team_a.pk, "checkpoint": f"job:{parent.pk}", "dataset": dataset_a.pk, "split": "1",
+            "protocol": ["linear"], "seed": "0", "priority": 5, "resource": "cpu", "gpus": 0})
+        assert "checkpoint" in response.context["form"].errors
+
+
+class TestClone:
+    def test_clone_prefills_the_form_and_keeps_untouched_keys(self, client_a, alice, team_a, dataset_a):
+        source = submit_pretrain(alice, team_a, dataset_a, model__video_width=12, cluster__k_video=5,
+                                 cluster__k_audio=5, cluster__k_joint=5)
+        response = client_a.get(f"/jobs/{source.pk}/clone/")
+        assert response.status_code == 302 and response.url.endswith(f"?clone={source.pk}")
+        page = client_a.get(response.url)
+        form = page.context["form"]
+        assert form.initial["k"] == "5" and form.initial["preset"] == "clone"
+        data = pretrain_post(dataset_a, preset="clone", k="5", seed="9", base_config=form.initial["base_config"])
+        assert client_a.post(response.url, data).status_code == 302
+        clone = Job.objects.exclude(pk=source.pk).get()
+        assert clone.config["model"]["video_width"] == 12 and clone.config["seed"] == 9
+        assert clone.config["run_name"] == f"job-{clone.pk}"
+
+    def test_initial_from_carries_evaluations(self, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a, evaluations=[
+            {"dataset": dataset_a.pk, "protocol": "linear", "split": 2}])
+        initial = PretrainForm.initial_from(job)
+        assert initial["eval_datasets"] == [dataset_a.pk] and initial["eval_splits"] == "2"
+        assert json.loads(initial["base_config"]) == job.config
+
+
+class TestJobPages:
+    def test_list_filters_and_detail(self, client_a, alice, team_a, dataset_a):
+        xdc = submit_pretrain(alice, team_a, dataset_a)
+        submit_pretrain(alice, team_a, dataset_a, variant="sdc")
+        page = client_a.get("/jobs/?variant=xdc")
+        assert [j.pk for j in page.context["jobs"]] == [xdc.pk]
+        assert b'data-testid="job-row"' in page.content
+        detail = client_a.get(f"/jobs/{xdc.pk}/")
+        assert detail.status_code == 200 and b'id="cancel"' in detail.content
+
+    def test_detail_plots_curves_from_mlflow(self, client_a, alice, team_a, dataset_a, monkeypatch):
+        from webapp.lab import charts
+
+        job = submit_pretrain(alice, team_a, dataset_a)
+        services.set_run(job.pk, run_id="r1", experiment_id="4")
+        monkeypatch.setattr(charts, "run_curves", lambda run_id: (
+            {"train/loss": [(1, 2.0), (2, 1.5)], "cluster/nmi_video_audio": [(0, 0.1), (1, 0.3)]}, ""))
+        page = client_a.get(f"/jobs/{job.pk}/")
+        assert page.content.count(b'data-testid="chart"') == 2
+        assert b'href="http://mlflow.example/#/experiments/4/runs/r1"' in page.content
+
+    def test_detail_survives_mlflow_being_down(self, client_a, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a)
+        services.set_run(job.pk, run_id="r1", experiment_id="4")
+        page = client_a.get(f"/jobs/{job.pk}/")
+        assert page.status_code == 200 and b"MLflow is not reachable" in page.content
+
+    def test_cancel_then_retry_buttons(self, client_a, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a)
+        assert client_a.post(f"/jobs/{job.pk}/cancel/").status_code == 302
+        assert Job.objects.get(pk=job.pk).status == "cancelled"
+        client_a.post(f"/jobs/{job.pk}/retry/")
+        assert Job.objects.get(pk=job.pk).status == "queued"
+        client_a.post(f"/jobs/{job.pk}/retry/")  # a second retry is refused with a message, not an error page
+        assert Job.objects.get(pk=job.pk).status == "queued"
+
+    def test_compare_diffs_params_and_links_mlflow(self, client_a, alice, team_a, dataset_a):
+        one = submit_pretrain(alice, team_a, dataset_a, seed=1)
+        two = submit_pretrain(alice, team_a, dataset_a, seed=2, optim__lr=0.2)
+        services.set_run(one.pk, run_id="r1", experiment_id="4")
+        services.set_run(two.pk, run_id="r2", experiment_id="4")
+        page = client_a.get(f"/compare/?ids={one.pk}&ids={two.pk}")
+        assert dict(page.context["diff"]) == {"optim.lr": [0.05, 0.2], "seed": [1, 2]}
+        assert page.context["mlflow_compare_url"] == (
+            "http://mlflow.example/#/compare-runs?runs=%5B%22r1%22%2C%22r2%22%5D&experiments=%5B%224%22%5D")
+
+    def test_leaderboard_page(self, client_a, alice, team_a, dataset_a):
+        submit_pretrain(alice, team_a, dataset_a, evaluations=[
+            {"dataset": dataset_a.pk, "protocol": "linear", "split": 1}])
+        page = client_a.get("/leaderboard/")
+        assert b'data-testid="leaderboard-cell"' in page.content and b'data-pending="1"' in page.content
+
+
+class TestDatasetsPage:
+    def test_register_and_list(self, client_a, team_a, tmp_path):
+        from lab_helpers import make_folder_dataset
+
+        root = make_folder_dataset(tmp_path / "d", files=4, classes=4)
+        response = client_a.post("/datasets/", {"team": team_a.pk, "name": "four", "layout": "folder",
+                                                "path": str(root)})
+        assert response.status_code == 302
+        assert Dataset.objects.get(name="four").classes == 4
+        assert b"four" in client_a.get("/datasets/").content
+
+    def test_a_bad_path_is_a_field_error(self, client_a, team_a, tmp_path):
+        response = client_a.post("/datasets/", {"team": team_a.pk, "name": "x", "layout": "folder",
+                                                "path": str(tmp_path / "missing")})
+        assert response.status_code == 400 and "path" in response.context["form"].errors
+
+
+class TestTeams:
+    def test_another_teams_job_and_dataset_are_404(self, client, bob, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a)
+        client.force_login(bob)
+        for url in (f"/jobs/{job.pk}/", f"/datasets/{dataset_a.pk}/", f"/jobs/{job.pk}/clone/",
+                    f"/jobs/new/pretrain/?clone={job.pk}"):
+            assert client.get(url).status_code == 404, url
+        assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 404
+        assert Job.objects.get(pk=job.pk).status == "queued"
+        assert list(client.get("/jobs/").context["jobs"]) == []
+
+    def test_a_member_of_two_teams_switches(self, client, alice, team_a, team_b):
+        from webapp.lab.models import Membership
+
+        Membership.objects.create(user=alice, team=team_b)
+        client.force_login(alice)
+        client.post("/team/", {"team": team_b.pk, "next": "/leaderboard/"})
+        assert client.get("/leaderboard/").context["team"] == team_b
+
+
+def test_healthz_is_public_json(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_every_page_renders_for_a_member(client_a, alice, team_a, dataset_a):
+    job = submit_pretrain(alice, team_a, dataset_a)
+    [evaluation] = services.submit_jobs(alice, team_a, "evaluate", [
+        {"checkpoint": "random", "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}])
+    for url in ("/", "/jobs/", "/jobs/new/pretrain/", "/jobs/new/evaluate/", f"/jobs/{job.pk}/",
+                f"/jobs/{evaluation.pk}/", f"/jobs/new/evaluate/?clone={evaluation.pk}", "/compare/",
+                "/leaderboard/", "/datasets/", f"/datasets/{dataset_a.pk}/"):
+        response = client_a.get(url)
+        assert response.status_code == 200, url

@@ -1,0 +1,67 @@
+"""Fixtures for the worker tests: a team member, a small dataset, and job helpers. The worker itself, the broker and
+the shared test database are `lab_worker`/`lab` in tests/conftest.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from xdc.config import load_config
+from xdc.data.synthetic import make_synthetic
+
+JOB_TIMEOUT = 180.0
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """8 H.264/AAC videos of 4 classes, 2 s each: a tiny pretraining takes seconds on a CPU."""
+    root = tmp_path_factory.mktemp("worker-videos")
+    make_synthetic(root, videos=8, classes=4, seed=3, duration=2.0, layouts=False)
+    return root
+
+
+@pytest.fixture
+def member(lab, django_user_model):
+    from webapp.lab.models import Membership, Team
+
+    user = django_user_model.objects.create_user("ada", password="pw-ada-12345")
+    team = Team.objects.create(name="Vision", slug="vision")
+    Membership.objects.create(user=user, team=team)
+    return user, team
+
+
+@pytest.fixture
+def jobs(lab, member) -> Jobs:
+    return Jobs(lab, member)
+
+
+class Jobs:
+    """Submit tiny pretrainings as the `member`, and wait for their rows to reach a state."""
+
+    def __init__(self, lab, member):
+        self.lab = lab
+        self.user, self.team = member
+
+    @staticmethod
+    def tiny_config(data: Path, *overrides: str) -> dict:
+        return load_config(preset="tiny", base={"data": {"path": str(data)}}, overrides=list(overrides)).to_dict()
+
+    def submit(self, data: Path, *overrides: str):
+        from webapp.lab import services
+
+        [job] = services.submit_jobs(self.user, self.team, "pretrain", [self.tiny_config(data, *overrides)],
+                                     resource="cpu", gpus=0)
+        return job
+
+    def wait(self, job, *statuses: str, until=None, timeout: float = JOB_TIMEOUT):
+        """Poll the row until its status is one of `statuses` (and `until(job)` holds); fail with the worker log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.status in statuses and (until is None or until(job)):
+                return job
+            time.sleep(0.3)
+        pytest.fail(f"job #{job.pk} is {job.status} ({job.stage!r}, error {job.error!r}) after {timeout:.0f} s, "
+                    f"not {'/'.join(statuses)}\n--- worker log ---\n{self.lab.log_tail()}")

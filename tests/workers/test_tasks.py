@@ -1,0 +1,102 @@
+"""Jobs run by a real Celery worker (deploy/worker.sh) on a real broker, against the test database and a real
+MLflow server: success, cancel and resume, failure, and the guarantees against running a job twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from mlflow.tracking import MlflowClient
+
+from webapp.lab import services
+from webapp.lab.models import Job
+
+pytestmark = pytest.mark.slow
+
+
+def test_it_runs_a_pretraining_to_success_with_an_mlflow_run(jobs, videos, mlflow_server):
+    job = jobs.wait(jobs.submit(videos), "succeeded")
+
+    assert job.attempt == 1 and job.progress == 1.0 and job.error == ""
+    assert Path(job.out_dir, "final.pt").is_file()
+    run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.experiment_id == job.mlflow_experiment_id
+    assert {k: run.data.tags[k] for k in ("job_id", "user", "team")} == {"job_id": str(job.pk), "user": "ada",
+                                                                          "team": "vision"}
+    assert "train/loss" in run.data.metrics
+
+
+def test_it_stops_a_running_job_on_cancel_and_a_retry_resumes_from_its_checkpoint(jobs, videos,
+                                                                                     mlflow_server):
+    job = jobs.submit(videos, "rounds=10")
+    checkpoints = Path(job.out_dir, "checkpoints")
+    jobs.wait(job, "running", until=lambda j: checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+    services.cancel_job(job)
+    job = jobs.wait(job, "cancelled")
+    client = MlflowClient(mlflow_server)
+    assert client.get_run(job.mlflow_run_id).info.status == "KILLED"
+    assert not Path(job.out_dir, "final.pt").exists()
+    first_run = job.mlflow_run_id
+
+    job = jobs.wait(services.retry_job(job), "succeeded")
+    assert job.attempt == 2
+    assert job.mlflow_run_id == first_run  # the same MLflow run goes on
+    assert "attempt 2 resumed from the checkpoint at round" in job.log_tail
+    assert client.get_run(first_run).info.status == "FINISHED"
+
+
+def test_it_fails_a_job_whose_data_went_bad_with_the_reason_in_the_row_and_in_mlflow(jobs, videos,
+                                                                                      mlflow_server, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for video in sorted(videos.glob("videos/*.mp4")):
+        (broken / video.name).write_bytes(b"not a video any more")
+
+    job = jobs.wait(jobs.submit(broken), "failed")
+
+    assert job.error.startswith(f"no usable video in {broken}")
+    run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == job.error
+    assert run.data.tags["job_id"] == str(job.pk)
+
+
+def test_it_requeues_a_job_whose_worker_vanished_and_runs_it_exactly_once(jobs, videos, settings,
+                                                                         mlflow_server):
+    from workers.tasks import run_job
+
+    settings.LAB_ENQUEUE = "none"
+    job = jobs.submit(videos)
+    assert services.claim_job(job.pk, worker="vanished@nowhere", task_id="lost") is not None
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))  # then it vanished
+    settings.LAB_ENQUEUE = "celery"
+    run_job.apply_async(args=[job.pk], queue="cpu")  # the vanished worker's message, redelivered: claims nothing
+
+    assert services.requeue_stale_jobs(timeout_s=60) == [job.pk]
+    assert services.requeue_stale_jobs(timeout_s=60) == []  # a second sweeper finds nothing left to requeue
+    run_job.apply_async(args=[job.pk], queue="cpu")  # and one more duplicate while the new attempt runs
+
+    job = jobs.wait(job, "succeeded")
+    assert job.attempt == 2  # the vanished attempt and exactly one more
+    runs = MlflowClient(mlflow_server).search_runs([job.mlflow_experiment_id], f"tags.job_id = '{job.pk}'")
+    assert [r.info.run_id for r in runs] == [job.mlflow_run_id]
+    assert "requeued" in job.log_tail
+
+
+def test_it_never_runs_a_job_cancelled_while_queued(jobs, videos, settings):
+    from workers.tasks import run_job
+
+    settings.LAB_ENQUEUE = "none"
+    job = services.cancel_job(jobs.submit(videos))
+    marker = jobs.submit(videos, "rounds=1")  # runs after the cancelled job's message
+    settings.LAB_ENQUEUE = "celery"
+    run_job.apply_async(args=[job.pk], queue="cpu")
+    services.enqueue(marker)
+
+    jobs.wait(marker, "succeeded")
+    job.refresh_from_db()
+    assert (job.status, job.attempt, job.mlflow_run_id) == ("cancelled", 0, "")

@@ -1,0 +1,243 @@
+"""The JSON API: small function views with token authentication (`Authorization: Token <key>`).
+
+A GET may also use the browser's session (the jobs page polls /api/jobs); a POST needs a token, so no CSRF token
+is involved. A refused payload is a 400 with {"errors": {field: [messages]}} and creates nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from webapp.lab import selectors, services
+from webapp.lab.models import ApiToken, Dataset, Job
+
+MAX_JOBS = 500
+
+
+def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
+    data = {
+        "id": job.pk, "kind": job.kind, "name": job.name, "status": job.status, "progress": job.progress,
+        "eta_seconds": job.eta_seconds, "stage": job.stage, "variant": job.variant, "team": job.team.slug,
+        "creator": job.creator.get_username() if job.creator else None, "attempt": job.attempt,
+        "priority": job.priority, "resource": job.resource, "gpus": job.gpus, "parent": job.parent_id,
+        "dataset": job.dataset_id, "cancel_requested": job.cancel_requested, "error": job.error,
+        "mlflow_run_id": job.mlflow_run_id, "mlflow_experiment_id": job.mlflow_experiment_id,
+        "mlflow_url": job.mlflow_url, "summary": job.summary, "url": job.get_absolute_url(),
+        "created_at": job.created_at.isoformat(), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at), "heartbeat_at": _iso(job.heartbeat_at),
+    }
+    if full:
+        data |= {"config": job.config, "evaluations": job.evaluations, "out_dir": job.out_dir,
+                 "worker": job.worker, "log_tail": job.log_tail,
+                 "result": job.result.record if hasattr(job, "result") else None}
+    return data
+
+
+def dataset_json(dataset: Dataset) -> dict[str, Any]:
+    return {"id": dataset.pk, "team": dataset.team.slug, "name": dataset.name, "layout": dataset.layout,
+            "path": dataset.path, "files": dataset.files, "classes": dataset.classes, "labeled": dataset.labeled,
+            "benchmark": dataset.benchmark}
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def error(status: int, errors: dict[str, list[str]] | str) -> JsonResponse:
+    if isinstance(errors, str):
+        errors = {"__all__": [errors]}
+    return JsonResponse({"errors": errors}, status=status)
+
+
+def api_view(*methods: str):
+    """Allow `methods`, authenticate by token (or session for GET), and hand the view a user."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        @csrf_exempt
+        @login_not_required
+        def wrapper(request: HttpRequest, *args, **kwargs):
+            if request.method not in methods:
+                return error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
+            user = _token_user(request)
+            if user is None and request.method == "GET" and request.user.is_authenticated:
+                user = request.user
+            if user is None:
+                response = error(401, "authentication required: send 'Authorization: Token <key>'")
+                response["WWW-Authenticate"] = "Token"
+                return response
+            request.api_user = user
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _token_user(request: HttpRequest):
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "token" or not key.strip():
+        return None
+    token = ApiToken.objects.select_related("user").filter(key=key.strip(), user__is_active=True).first()
+    if token is None:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise services.LabError({"__all__": ["the body is not valid JSON"]}) from None
+    if not isinstance(data, dict):
+        raise services.LabError({"__all__": ["the body must be a JSON object"]})
+    return data
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip().isdigit()]
+
+
+@api_view("GET", "POST")
+def jobs(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        return _submit(request)
+    params = request.GET
+    found = selectors.filter_jobs(selectors.visible_jobs(request.api_user), status=params.get("status", ""),
+                                  variant=params.get("variant", ""), user=params.get("user", ""),
+                                  kind=params.get("kind", ""), ids=_int_list(params.get("ids", "")))
+    full = params.get("full") == "1"
+    return JsonResponse({"jobs": [job_json(job, full=full) for job in found[:MAX_JOBS]]})
+
+
+def _submit(request: HttpRequest) -> JsonResponse:
+    """{"kind", "config" or "configs", optional "grid" {axis: [values]}, "team" (slug), "dataset" (id, fills
+    data.path/layout of a pretraining), "evaluations", "parent", "priority", "resource", "gpus", "name"}."""
+    try:
+        body = _body(request)
+        team = selectors.team_for(request.api_user, body.get("team"))
+        if team is None:
+            return error(400, {"team": ["you are in no team of that name"]})
+        kind = body.get("kind", Job.Kind.PRETRAIN)
+        if kind not in Job.Kind.values:
+            return error(400, {"kind": [f"kind must be one of {', '.join(Job.Kind.values)}"]})
+        configs = _configs(body)
+        dataset = _dataset(body, team)
+        if dataset is not None and kind == Job.Kind.PRETRAIN:
+            configs = [services.set_dotted(services.set_dotted(c, "data.path", dataset.path), "data.layout",
+                                           dataset.layout) for c in configs]
+        parent = _parent(body, team)
+        meta = {k: body[k] for k in ("priority", "resource", "gpus", "name") if k in body}
+        created = services.submit_jobs(request.api_user, team, kind, configs, dataset=dataset, parent=parent,
+                                       evaluations=body.get("evaluations") or [], **meta)
+    except services.LabError as exc:
+        return error(400, exc.errors)
+    return JsonResponse({"jobs": [job_json(job) for job in created]}, status=201)
+
+
+def _configs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if "configs" in body:
+        configs = body["configs"]
+        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+            raise services.LabError({"configs": ["configs must be a list of objects"]})
+    else:
+        config = body.get("config", {})
+        if not isinstance(config, dict):
+            raise services.LabError({"config": ["config must be an object"]})
+        configs = [config]
+    grid = body.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise services.LabError({"grid": ["grid must map config keys to lists of values"]})
+    return [cfg for base in configs for cfg in services.expand_grid(base, grid)]
+
+
+def _dataset(body: dict[str, Any], team) -> Dataset | None:
+    if body.get("dataset") in (None, ""):
+        return None
+    dataset = Dataset.objects.filter(team=team, pk=body["dataset"]).first() if str(body["dataset"]).isdigit() \
+        else Dataset.objects.filter(team=team, name=body["dataset"]).first()
+    if dataset is None:
+        raise services.LabError({"dataset": [f"no dataset {body['dataset']!r} in team {team.slug}"]})
+    return dataset
+
+
+def _parent(body: dict[str, Any], team) -> Job | None:
+    if body.get("parent") in (None, ""):
+        return None
+    parent = Job.objects.filter(team=team, pk=body["parent"]).first() if str(body["parent"]).isdigit() else None
+    if parent is None:
+        raise services.LabError({"parent": [f"no job {body['parent']!r} in team {team.slug}"]})
+    return parent
+
+
+@api_view("GET")
+def job_detail(request: HttpRequest, pk: int) -> JsonResponse:
+    return JsonResponse(job_json(selectors.get_job(request.api_user, pk)))
+
+
+@api_view("POST")
+def job_cancel(request: HttpRequest, pk: int) -> JsonResponse:
+    return _transition(request, pk, services.cancel_job)
+
+
+@api_view("POST")
+def job_retry(request: HttpRequest, pk: int) -> JsonResponse:
+    return _transition(request, pk, services.retry_job)
+
+
+def _transition(request: HttpRequest, pk: int, action) -> JsonResponse:
+    job = selectors.get_job(request.api_user, pk)
+    try:
+        return JsonResponse(job_json(action(job)))
+    except services.InvalidTransition as exc:
+        return error(409, exc.errors)
+
+
+@api_view("GET")
+def leaderboard(request: HttpRequest) -> JsonResponse:
+    team = selectors.team_for(request.api_user, request.GET.get("team"))
+    if team is None:
+        return error(404, "no such team")
+    dataset = request.GET.get("dataset")
+    board = services.leaderboard(team, variant=request.GET.get("variant") or None,
+                                 dataset=int(dataset) if dataset and dataset.isdigit() else None)
+    return JsonResponse({"team": team.slug, "columns": [{"benchmark": b, "protocol": p} for b, p in board.columns],
+                         "rows": [_row_json(row, board.columns) for row in board.rows]})
+
+
+def _row_json(row: services.Row, columns) -> dict[str, Any]:
+    cells = {}
+    for column in columns:
+        cell = row.cells.get(column)
+        if cell is not None:
+            cells[f"{column[0]}/{column[1]}"] = {
+                "mean": cell.mean, "std": cell.std, "n": cell.n, "pending": cell.pending, "metric": cell.metric,
+                "jobs": [job.pk for job in cell.jobs], "runs": [job.mlflow_run_id for job in cell.jobs
+                                                               if job.mlflow_run_id]}
+    return {"label": row.label, "kind": row.kind, "pretrain_jobs": [job.pk for job in row.pretrain_jobs],
+            "cells": cells}
+
+
+@api_view("GET", "POST")
+def datasets(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse({"datasets": [dataset_json(d) for d in selectors.visible_datasets(request.api_user)]})
+    try:
+        body = _body(request)
+        team = selectors.team_for(request.api_user, body.get("team"))
+        if team is None:
+            return error(400, {"team": ["you are in no team of that name"]})
+        dataset = services.register_dataset(team=team, name=str(body.get("name", "")),
+                                            layout=str(body.get("layout", "")), path=str(body.get("path", "")),
+                                            user=request.api_user)
+    except services.LabError as exc:
+        return error(400, exc.errors)
+    return JsonResponse(dataset_json(dataset), status=201)

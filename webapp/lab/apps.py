@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class LabConfig(AppConfig):
+    name = "webapp.lab"
+    label = "lab"
+    verbose_name = "XDC Lab"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,204 @@
+"""The lab's tables: teams and their members, registered datasets, jobs (pretraining and evaluation), results and
+API tokens. Writes go through `webapp.lab.services`; these classes hold only fields and small derived values."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="teams")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """One MLflow experiment per team: every job of the team logs its run there."""
+        return f"lab-{self.slug}"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team}"
+
+
+class Dataset(models.Model):
+    """A folder of media registered for a team, read with one of xdc's layout readers when registered."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=100)
+    layout = models.CharField(max_length=30)
+    path = models.CharField(max_length=1000)
+    files = models.PositiveIntegerField(default=0)
+    classes = models.PositiveIntegerField(default=0)
+    labeled = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="dataset_name_unique_in_team")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def benchmark(self) -> str:
+        """The evaluation benchmark this dataset stands for: its layout when xdc knows it as one, else 'folder'."""
+        return self.layout if self.layout in ("ucf101", "hmdb51", "esc50", "dcase") else "folder"
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        PRETRAIN = "pretrain"
+        EVALUATE = "evaluate"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Resource(models.TextChoices):
+        GPU = "gpu"
+        CPU = "cpu"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    DONE = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="jobs")
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="jobs")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=200, blank=True)
+    config = models.JSONField()
+    variant = models.CharField(max_length=20, blank=True, db_index=True)  # pretraining only, from config
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    evaluations = models.JSONField(default=list, blank=True)  # specs queued when this pretraining succeeds
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    progress = models.FloatField(default=0.0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    stage = models.CharField(max_length=300, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+
+    priority = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(0), MaxValueValidator(9)],
+                                                help_text="0 runs first, 9 last (the Redis broker serves low numbers first)")
+    resource = models.CharField(max_length=3, choices=Resource.choices, default=Resource.GPU)
+    gpus = models.PositiveSmallIntegerField(default=1)
+    out_dir = models.CharField(max_length=1000, blank=True)
+    celery_task_id = models.CharField(max_length=100, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "status"]), models.Index(fields=["status", "heartbeat_at"])]
+        constraints = [models.CheckConstraint(condition=models.Q(priority__lte=9), name="job_priority_0_9")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.name}".strip()
+
+    def get_absolute_url(self) -> str:
+        return reverse("lab:job", args=[self.pk])
+
+    @property
+    def queue_name(self) -> str:
+        """The Celery queue a worker with this resource consumes: 'gpu' or 'cpu'."""
+        return self.resource
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def final_checkpoint(self) -> str:
+        return f"{self.out_dir.rstrip('/')}/final.pt" if self.out_dir else ""
+
+    @property
+    def mlflow_url(self) -> str:
+        if not (self.mlflow_run_id and self.mlflow_experiment_id):
+            return ""
+        return f"{settings.MLFLOW_UI_URL}/#/experiments/{self.mlflow_experiment_id}/runs/{self.mlflow_run_id}"
+
+    @property
+    def summary(self) -> str:
+        """A one-line description: variant, data and K for pretraining; checkpoint, benchmark, protocol else."""
+        cfg = self.config or {}
+        if self.kind == self.Kind.PRETRAIN:
+            cluster = cfg.get("cluster", {})
+            data = self.dataset.name if self.dataset else cfg.get("data", {}).get("path", "")
+            return f"{cfg.get('variant', '?')} · {data} · K={cluster.get('k_video', '?')} · seed {cfg.get('seed', 0)}"
+        checkpoint = f"job #{self.parent_id}" if self.parent_id else cfg.get("checkpoint", "?")
+        return (f"{checkpoint} → {cfg.get('benchmark', '?')} {cfg.get('split', '')} "
+                f"{cfg.get('protocol', '?')} · seed {cfg.get('seed', 0)}")
+
+
+class Result(models.Model):
+    """One evaluation's record as xdc wrote it (schema xdc-eval-result/1), with the columns the leaderboard needs."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="results")
+    record = models.JSONField()
+    benchmark = models.CharField(max_length=30)
+    split = models.CharField(max_length=30, blank=True)
+    protocol = models.CharField(max_length=30)
+    protocol_version = models.CharField(max_length=30, blank=True)
+    seed = models.IntegerField(default=0)
+    checkpoint_kind = models.CharField(max_length=30, blank=True)  # random | supervised | pretrained
+    metric_name = models.CharField(max_length=40)
+    metric_value = models.FloatField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "benchmark", "protocol"])]
+
+    def __str__(self) -> str:
+        return f"{self.benchmark}/{self.protocol} {self.metric_name}={self.metric_value}"
+
+
+def _new_key() -> str:
+    return secrets.token_hex(20)
+
+
+class ApiToken(models.Model):
+    """`Authorization: Token <key>` for the JSON API and `python -m webapp.client`."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key = models.CharField(max_length=40, unique=True, default=_new_key)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.name or self.key[:6] + '…'}"

@@ -1,0 +1,541 @@
+"""The lab's business logic. Views, the JSON API and the Celery workers call these functions; none of them writes
+to the ORM elsewhere.
+
+State changes of a job are conditional UPDATEs (`filter(id=…, status=…).update(…)` and a check that exactly one row
+changed), so two workers never run one job, and a redelivered message or a double click changes nothing twice.
+Messages to Celery are sent only after the transaction that made the job visible has committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat, Right
+from django.utils import timezone
+
+from webapp.lab.models import Dataset, Job, Result, Team
+from xdc.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# Keys that do not change what a pretraining learns; two jobs that differ only here are the same leaderboard row.
+ROW_IGNORED_KEYS = {"seed", "experiment", "run_name", "device", "precision", "log_every", "channels_last",
+                    "data.num_workers"}
+# Grid axes that set several config keys at once.
+GRID_ALIASES = {"cluster.k": ("cluster.k_video", "cluster.k_audio", "cluster.k_joint")}
+MAIN_METRIC = {"retrieval": "recall@1"}
+DEFAULT_METRIC = "top1"
+BASELINES = ("random", "supervised")
+
+
+class LabError(Exception):
+    """A request the lab refuses; `errors` maps a field name (or '__all__') to messages, as forms and the API show
+    them."""
+
+    def __init__(self, errors: dict[str, list[str]] | str):
+        self.errors = {"__all__": [errors]} if isinstance(errors, str) else errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in self.errors.items()))
+
+
+class InvalidTransition(LabError):
+    """The job is not in a state where this action makes sense (cancel a finished job, retry a running one)."""
+
+
+# -- configs ------------------------------------------------------------------------------------------------------
+
+
+def eval_config_class():
+    from xdc.evaluation import EvalConfig  # written alongside the lab; imported late so the lab loads without torch
+
+    return EvalConfig
+
+
+def validate_config(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The normalised JSON form of a pretraining or evaluation config; ConfigError when xdc refuses it."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a JSON object")
+    if kind == Job.Kind.PRETRAIN:
+        from xdc.config import PretrainConfig
+
+        return PretrainConfig.from_dict(raw).to_dict()
+    if kind == Job.Kind.EVALUATE:
+        return eval_config_class().from_dict(raw).to_dict()
+    raise ConfigError(f"unknown job kind {kind!r}; known: pretrain, evaluate")
+
+
+def config_error_key(message: str) -> str | None:
+    """The dotted config key an xdc ConfigError message names, if any ('cluster.k_video must be…' -> that key)."""
+    match = re.search(r"\b((?:data|model|cluster|optim)\.[a-z_0-9]+)\b", message)
+    if match:
+        return match.group(1)
+    match = re.search(r"(?:config key|unknown config key|unknown) '?([a-z_][a-z_0-9.]*)'?", message)
+    if match:
+        return match.group(1)
+    match = re.match(r"([a-z_][a-z_0-9]*) (?:must|is)", message)
+    return match.group(1) if match else None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `tree` with the dotted `key` set to `value` (intermediate mappings created or copied)."""
+    head, _, rest = key.partition(".")
+    copy = dict(tree)
+    copy[head] = set_dotted(copy.get(head) or {}, rest, value) if rest else value
+    return copy
+
+
+def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
+    """One config per combination of the axes' values, in order (first axis slowest). An axis is a dotted config key
+    or an alias in GRID_ALIASES ('cluster.k' sets k_video, k_audio and k_joint together). No axes: [base]."""
+    configs = [dict(base)]
+    for axis, values in axes.items():
+        values = list(values)
+        if not values:
+            continue
+        keys = GRID_ALIASES.get(axis, (axis,))
+        expanded = []
+        for config in configs:
+            for value in values:
+                item = config
+                for key in keys:
+                    item = set_dotted(item, key, value)
+                expanded.append(item)
+        configs = expanded
+    return configs
+
+
+# -- submission --------------------------------------------------------------------------------------------------
+
+
+def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, dataset: Dataset | None = None,
+                evaluations: list[dict[str, Any]] | None = None, parent: Job | None = None, priority: int = 5,
+                resource: str = Job.Resource.GPU, gpus: int = 1, name: str = "") -> list[Job]:
+    """Validate every config, then create one queued job per config and enqueue them once committed.
+
+    Nothing is created if any config is refused: LabError maps 'config' (or 'configs[i]' for grids) to the reason.
+    The team's MLflow experiment is written into each config, and each job gets its own output folder.
+    """
+    if not configs:
+        raise LabError({"config": ["no configuration to submit"]})
+    if len(configs) > settings.LAB_MAX_GRID:
+        raise LabError({"config": [f"{len(configs)} jobs is more than LAB_MAX_GRID={settings.LAB_MAX_GRID}"]})
+    _check_meta(priority=priority, resource=resource, gpus=gpus)
+    checked = [_checked_config(kind, raw, team, index=i, many=len(configs) > 1) for i, raw in enumerate(configs)]
+    specs = check_evaluations(evaluations or [], team) if kind == Job.Kind.PRETRAIN else []
+    with transaction.atomic():
+        jobs = [_create_job(user, team, kind, cfg, dataset=dataset, evaluations=specs, parent=parent,
+                            priority=priority, resource=resource, gpus=gpus, name=name) for cfg in checked]
+    for job in jobs:
+        transaction.on_commit(lambda job=job: enqueue(job))
+    return jobs
+
+
+def _check_meta(*, priority: int, resource: str, gpus: int) -> None:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+        errors["priority"] = [f"priority must be an integer 0-9, got {priority!r}"]
+    if resource not in Job.Resource.values:
+        errors["resource"] = [f"resource must be one of {', '.join(Job.Resource.values)}, got {resource!r}"]
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
+        errors["gpus"] = [f"gpus must be an integer 0-64, got {gpus!r}"]
+    elif resource == Job.Resource.GPU and gpus < 1:
+        errors["gpus"] = ["a GPU job needs at least one GPU"]
+    if errors:
+        raise LabError(errors)
+
+
+def _checked_config(kind: str, raw: dict[str, Any], team: Team, *, index: int, many: bool) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        raw = {**raw, "experiment": team.mlflow_experiment}
+    try:
+        return validate_config(kind, raw)
+    except ConfigError as exc:
+        where = f"configs[{index}]" if many else "config"
+        key = config_error_key(str(exc))
+        raise LabError({where: [str(exc)], **({f"config.{key}": [str(exc)]} if key else {})}) from None
+
+
+def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any) -> Job:
+    variant = cfg.get("variant", "") if kind == Job.Kind.PRETRAIN else ""
+    job = Job.objects.create(team=team, creator=user, kind=kind, config=cfg, variant=variant, **fields)
+    job.out_dir = str(Path(settings.LAB_RUNS_DIR) / team.slug / f"job-{job.pk}")
+    job.name = job.name or f"{kind}-{job.pk}"
+    if not cfg.get("run_name"):
+        job.config = {**cfg, "run_name": f"job-{job.pk}"}
+    job.save(update_fields=["out_dir", "name", "config"])
+    return job
+
+
+def check_evaluations(specs: list[dict[str, Any]], team: Team) -> list[dict[str, Any]]:
+    """Evaluation specs a pretraining job queues on success: {dataset (id), split, protocol, [seed, preset]}.
+    Each is checked now, as an evaluation of a random encoder, so a bad spec is refused at submission."""
+    checked = []
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise LabError({"evaluations": [f"evaluations[{index}] must be an object"]})
+        dataset = Dataset.objects.filter(team=team, pk=spec.get("dataset")).first()
+        if dataset is None:
+            raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.get('dataset')!r} in this team"]})
+        clean = {"dataset": dataset.pk, "split": spec.get("split", 1), "protocol": spec.get("protocol", ""),
+                 "seed": spec.get("seed", 0), "preset": spec.get("preset", "")}
+        try:
+            validate_config(Job.Kind.EVALUATE, evaluation_config(clean, dataset, checkpoint="random"))
+        except ConfigError as exc:
+            raise LabError({"evaluations": [f"evaluations[{index}]: {exc}"]}) from None
+        checked.append(clean)
+    return checked
+
+
+def evaluation_config(spec: dict[str, Any], dataset: Dataset, *, checkpoint: str, **extra: Any) -> dict[str, Any]:
+    cfg = {"checkpoint": checkpoint, "benchmark": dataset.benchmark, "data": dataset.path, "split": spec["split"],
+           "protocol": spec["protocol"], "seed": spec.get("seed", 0), "preset": spec.get("preset", ""), **extra}
+    return cfg
+
+
+def enqueue(job: Job) -> str | None:
+    """Send the job's id to its Celery queue (LAB_ENQUEUE=celery) and remember the task id; a no-op with 'none'."""
+    if settings.LAB_ENQUEUE == "none":
+        return None
+    from workers.tasks import run_job  # the workers package imports this module; import late to avoid a cycle
+
+    result = run_job.apply_async(args=[job.pk], queue=job.queue_name, priority=job.priority)
+    Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(celery_task_id=result.id)
+    return result.id
+
+
+# -- the worker's side -------------------------------------------------------------------------------------------
+
+
+def claim_job(job_id: int, *, worker: str, task_id: str) -> Job | None:
+    """Move a queued job to running for this worker; None when it is not queued (claimed, cancelled, done)."""
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED, cancel_requested=False).update(
+        status=Job.Status.RUNNING, attempt=F("attempt") + 1, worker=worker[:200], celery_task_id=task_id[:100],
+        started_at=now, heartbeat_at=now, finished_at=None, stage="starting", error="", eta_seconds=None)
+    return Job.objects.get(pk=job_id) if changed == 1 else None
+
+
+def heartbeat(job_id: int, *, progress: float, eta: float | None, stage: str, worker: str | None = None) -> bool:
+    """Record progress of a running job; True means stop now (cancel requested, or the job is no longer this
+    worker's: requeued as stale or finished elsewhere)."""
+    rows = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    if worker is not None:
+        rows = rows.filter(worker=worker[:200])
+    changed = rows.update(progress=max(0.0, min(1.0, float(progress))), eta_seconds=eta, stage=stage[:300],
+                          heartbeat_at=timezone.now())
+    if changed != 1:
+        return True
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def append_log(job_id: int, text: str) -> None:
+    """Append to the job's log tail, keeping the last LAB_LOG_TAIL_CHARS characters (one UPDATE, no race)."""
+    if not text:
+        return
+    limit = settings.LAB_LOG_TAIL_CHARS
+    Job.objects.filter(pk=job_id).update(log_tail=Right(Concat(F("log_tail"), Value(text[-limit:])), limit))
+
+
+def set_run(job_id: int, *, run_id: str, experiment_id: str) -> None:
+    Job.objects.filter(pk=job_id).update(mlflow_run_id=run_id or "", mlflow_experiment_id=experiment_id or "")
+
+
+def finish_job(job_id: int, *, record: dict[str, Any] | None = None) -> Job | None:
+    """Mark the job succeeded; an evaluation stores its Result, a pretraining queues its evaluations.
+    Idempotent: a job already finished is returned unchanged (None if it does not exist)."""
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+            status=Job.Status.SUCCEEDED, progress=1.0, eta_seconds=None, stage="done", finished_at=timezone.now(),
+            cancel_requested=False)
+        job = Job.objects.filter(pk=job_id).first()
+        if changed != 1 or job is None:
+            return job
+        if job.kind == Job.Kind.EVALUATE and record is not None:
+            store_result(job, record)
+        if job.kind == Job.Kind.PRETRAIN:
+            on_job_succeeded(job)
+    return job
+
+
+def fail_job(job_id: int, *, error: str) -> Job | None:
+    now = timezone.now()
+    Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+        status=Job.Status.FAILED, error=(error or "failed")[:20000], eta_seconds=None, finished_at=now,
+        stage="failed")
+    return Job.objects.filter(pk=job_id).first()
+
+
+def mark_cancelled(job_id: int) -> Job | None:
+    Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+        status=Job.Status.CANCELLED, cancel_requested=False, eta_seconds=None, finished_at=timezone.now(),
+        stage="cancelled")
+    return Job.objects.filter(pk=job_id).first()
+
+
+def store_result(job: Job, record: dict[str, Any]) -> Result:
+    """Save an xdc evaluation record (schema xdc-eval-result/1) with the leaderboard's columns pulled out."""
+    protocol = record.get("protocol") or {}
+    protocol_name = protocol.get("name", "") if isinstance(protocol, dict) else str(protocol)
+    metrics = record.get("metrics") or {}
+    metric_name = MAIN_METRIC.get(protocol_name, DEFAULT_METRIC)
+    if metric_name not in metrics and metrics:
+        metric_name = next(iter(metrics))
+    value = metrics.get(metric_name)
+    checkpoint = record.get("checkpoint") or {}
+    result, _ = Result.objects.update_or_create(job=job, defaults=dict(
+        team=job.team, record=record, benchmark=str(record.get("benchmark", "")), split=str(record.get("split", "")),
+        protocol=protocol_name, protocol_version=str(protocol.get("version", "")) if isinstance(protocol, dict) else "",
+        seed=int(record.get("seed", 0) or 0), checkpoint_kind=str(checkpoint.get("kind", "")),
+        metric_name=metric_name, metric_value=float(value) if isinstance(value, (int, float)) else None))
+    return result
+
+
+def on_job_succeeded(job: Job) -> list[Job]:
+    """Queue the evaluations a finished pretraining job carries, each on its final checkpoint. A spec that no longer
+    validates (its dataset was deleted) is noted in the log and skipped; the others still run."""
+    children = []
+    for spec in job.evaluations or []:
+        dataset = Dataset.objects.filter(team=job.team, pk=spec.get("dataset")).first()
+        try:
+            if dataset is None:
+                raise LabError(f"dataset {spec.get('dataset')} no longer exists")
+            cfg = evaluation_config(spec, dataset, checkpoint=job.final_checkpoint,
+                                    pretrain_run_id=job.mlflow_run_id)
+            children += submit_jobs(job.creator, job.team, Job.Kind.EVALUATE, [cfg], dataset=dataset, parent=job,
+                                    priority=job.priority, resource=job.resource, gpus=job.gpus)
+        except LabError as exc:
+            append_log(job.pk, f"\n[lab] evaluation {spec} not queued: {exc}\n")
+    return children
+
+
+# -- the user's side ---------------------------------------------------------------------------------------------
+
+
+def cancel_job(job: Job) -> Job:
+    """A queued job is cancelled at once (its message revoked); a running one is asked to stop and the worker
+    marks it cancelled after saving a checkpoint."""
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELLED, finished_at=now, stage="cancelled", eta_seconds=None):
+        _revoke(job.celery_task_id)
+    elif not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(cancel_requested=True,
+                                                                             stage="cancelling"):
+        job.refresh_from_db()
+        raise InvalidTransition(f"job #{job.pk} is {job.status}; only queued or running jobs can be cancelled")
+    job.refresh_from_db()
+    return job
+
+
+def _revoke(task_id: str) -> None:
+    if not task_id or settings.LAB_ENQUEUE == "none":
+        return
+    try:
+        from workers.tasks import run_job
+
+        run_job.app.control.revoke(task_id)
+    except Exception:  # the claim refuses a cancelled job anyway; revoking only saves the worker a wake-up
+        log.warning("could not revoke task %s", task_id, exc_info=True)
+
+
+def retry_job(job: Job) -> Job:
+    """Queue a failed or cancelled job again as a new attempt of the same row: same config and output folder, so
+    the trainer resumes from its last checkpoint and continues the same MLflow run."""
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status__in=(Job.Status.FAILED, Job.Status.CANCELLED)).update(
+            status=Job.Status.QUEUED, cancel_requested=False, error="", finished_at=None, eta_seconds=None,
+            heartbeat_at=None, stage="queued (retry)", worker="")
+        job.refresh_from_db()
+        if changed != 1:
+            raise InvalidTransition(f"job #{job.pk} is {job.status}; only failed or cancelled jobs can be retried")
+        transaction.on_commit(lambda: enqueue(job))
+    return job
+
+
+def requeue_stale_jobs(timeout_s: float | None = None) -> list[int]:
+    """Put running jobs whose worker stopped sending heartbeats back in the queue (or mark them cancelled when a
+    cancel was pending). Each row changes under a condition on its old heartbeat, so a job that beats in between,
+    or that another sweeper got first, is left alone."""
+    cutoff = timezone.now() - timedelta(seconds=settings.LAB_STALE_SECONDS if timeout_s is None else timeout_s)
+    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    requeued = []
+    for job in Job.objects.filter(stale, status=Job.Status.RUNNING).only("pk", "heartbeat_at", "cancel_requested"):
+        rows = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at)
+        if job.cancel_requested:
+            rows.update(status=Job.Status.CANCELLED, cancel_requested=False, finished_at=timezone.now(),
+                        stage="cancelled (worker lost)")
+            continue
+        if rows.update(status=Job.Status.QUEUED, worker="", stage="requeued: worker lost", eta_seconds=None):
+            append_log(job.pk, f"\n[lab] no heartbeat since {job.heartbeat_at}; requeued\n")
+            requeued.append(job.pk)
+            transaction.on_commit(lambda pk=job.pk: enqueue(Job.objects.get(pk=pk)))
+    return requeued
+
+
+# -- datasets ----------------------------------------------------------------------------------------------------
+
+
+def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None) -> Dataset:
+    """Read the folder with xdc's layout reader (all splits) and store its file and class counts; LabError naming
+    the field at fault when the name is taken, the layout unknown or the folder unreadable as that layout."""
+    from xdc.data.layouts import LAYOUTS, read_layout
+
+    name = (name or "").strip()
+    if not name:
+        raise LabError({"name": ["a dataset needs a name"]})
+    if Dataset.objects.filter(team=team, name=name).exists():
+        raise LabError({"name": [f"the team already has a dataset named {name!r}"]})
+    if layout not in LAYOUTS:
+        raise LabError({"layout": [f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}"]})
+    folder = Path(path or "").expanduser()
+    if not str(path or "").strip() or not folder.is_dir():
+        raise LabError({"path": [f"{path!r} is not an existing folder on the lab's machines"]})
+    try:
+        listing = read_layout(layout, folder, split="all", fold=1)
+    except DataError as exc:
+        raise LabError({"path": [str(exc)]}) from None
+    try:
+        with transaction.atomic():
+            return Dataset.objects.create(team=team, name=name, layout=layout, path=str(folder.resolve()),
+                                          files=len(listing.samples), classes=len(listing.classes),
+                                          labeled=listing.labeled, created_by=user)
+    except IntegrityError:  # registered by someone else between the check above and now
+        raise LabError({"name": [f"the team already has a dataset named {name!r}"]}) from None
+
+
+# -- the leaderboard -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    values: list[float] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    pending: int = 0
+    metric: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else (0.0 if self.values else None)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    kind: str  # pretrained | baseline | checkpoint
+    pretrain_jobs: list[Job] = field(default_factory=list)
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+
+    def cell(self, column: tuple[str, str]) -> Cell:
+        return self.cells.setdefault(column, Cell())
+
+
+@dataclass
+class Leaderboard:
+    columns: list[tuple[str, str]]
+    rows: list[Row]
+
+
+def leaderboard(team: Team, *, variant: str | None = None, dataset: Dataset | int | None = None) -> Leaderboard:
+    """Pretrained checkpoints (grouped over pretraining seeds) and the random/supervised baselines × (benchmark,
+    protocol): mean ± std of the main metric over seeds and splits, n, pending evaluations, and the jobs behind."""
+    rows: dict[str, Row] = {}
+    pretrains = Job.objects.filter(team=team, kind=Job.Kind.PRETRAIN).select_related("dataset")
+    if variant:
+        pretrains = pretrains.filter(variant=variant)
+    if dataset:
+        pretrains = pretrains.filter(dataset=dataset)
+    wanted = {job.pk: job for job in pretrains}
+    for job in wanted.values():
+        row = _pretrain_row(rows, job)
+        if job.is_active:
+            for spec in job.evaluations or []:
+                _spec_column(row, spec).pending += 1
+    evaluations = Job.objects.filter(team=team, kind=Job.Kind.EVALUATE).select_related("parent", "result")
+    for job in evaluations:
+        row = _evaluation_row(rows, job, wanted, filtered=bool(variant or dataset))
+        if row is None:
+            continue
+        _add_to_cell(row.cell(evaluation_column(job.config)), job)
+    columns = sorted({column for row in rows.values() for column in row.cells})
+    ordered = sorted(rows.values(), key=lambda r: (r.kind != "baseline", r.label))
+    return Leaderboard(columns=columns, rows=ordered)
+
+
+def _row_key(config: dict[str, Any]) -> str:
+    kept = {k: v for k, v in flatten(config).items() if k not in ROW_IGNORED_KEYS}
+    return "pretrain:" + json.dumps(kept, sort_keys=True)
+
+
+def _pretrain_row(rows: dict[str, Row], job: Job) -> Row:
+    key = _row_key(job.config)
+    row = rows.get(key)
+    if row is None:
+        label = job.summary.rsplit(" · seed", 1)[0]
+        row = rows[key] = Row(key=key, label=label, kind="pretrained")
+    row.pretrain_jobs.append(job)
+    return row
+
+
+def evaluation_column(cfg: dict[str, Any]) -> tuple[str, str]:
+    """(benchmark, protocol label); a tiny-preset protocol is its own column ('linear-tiny'), as xdc records it."""
+    protocol = str(cfg.get("protocol", "?"))
+    return str(cfg.get("benchmark", "?")), f"{protocol}-{cfg['preset']}" if cfg.get("preset") else protocol
+
+
+def _spec_column(row: Row, spec: dict[str, Any]) -> Cell:
+    dataset = Dataset.objects.filter(pk=spec.get("dataset")).first()
+    return row.cell(evaluation_column({**spec, "benchmark": dataset.benchmark if dataset else "?"}))
+
+
+def _evaluation_row(rows: dict[str, Row], job: Job, wanted: dict[int, Job], *, filtered: bool) -> Row | None:
+    checkpoint = str(job.config.get("checkpoint", ""))
+    if job.parent_id:
+        parent = wanted.get(job.parent_id)
+        return rows[_row_key(parent.config)] if parent is not None else None
+    if checkpoint in BASELINES:
+        return rows.setdefault(f"baseline:{checkpoint}",
+                               Row(key=f"baseline:{checkpoint}", label=f"baseline: {checkpoint}", kind="baseline"))
+    if filtered:
+        return None
+    return rows.setdefault(f"checkpoint:{checkpoint}",
+                           Row(key=f"checkpoint:{checkpoint}", label=checkpoint, kind="checkpoint"))
+
+
+def _add_to_cell(cell: Cell, job: Job) -> None:
+    if job.is_active:
+        cell.pending += 1
+        cell.jobs.append(job)
+        return
+    result = getattr(job, "result", None) if job.status == Job.Status.SUCCEEDED else None
+    if result is not None and result.metric_value is not None:
+        cell.values.append(result.metric_value)
+        cell.metric = result.metric_name
+        cell.jobs.append(job)

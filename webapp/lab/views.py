@@ -1,0 +1,185 @@
+"""Pages of the lab: small function views that validate with a form and call one service."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.lab import charts, selectors, services
+from webapp.lab.forms import DatasetForm, EvaluateForm, PretrainForm, add_lab_error
+from webapp.lab.models import Job
+from xdc.config import flatten
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and database reachability, for load balancers and the deploy scripts."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # the point is to report any database failure, not to crash
+        return JsonResponse({"status": "error", "database": f"{type(exc).__name__}: {exc}"}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@require_POST
+def switch_team(request: HttpRequest) -> HttpResponse:
+    team = selectors.user_teams(request.user).filter(pk=request.POST.get("team")).first()
+    if team is not None:
+        request.session["team_id"] = team.pk
+    return redirect(request.POST.get("next") or "lab:jobs")
+
+
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    from xdc.variants import VARIANTS
+
+    filters = {k: request.GET.get(k, "") for k in ("status", "variant", "user", "kind")}
+    jobs = selectors.filter_jobs(selectors.visible_jobs(request.user), **filters)[:300]
+    users = sorted(set(selectors.visible_jobs(request.user).exclude(creator=None)
+                       .values_list("creator__username", flat=True)))
+    return render(request, "lab/jobs.html", {
+        "jobs": jobs, "filters": filters, "statuses": Job.Status.values, "variants": list(VARIANTS),
+        "users": users, "kinds": Job.Kind.values})
+
+
+@require_http_methods(["GET", "POST"])
+def submit_pretrain(request: HttpRequest) -> HttpResponse:
+    return _submit(request, PretrainForm, Job.Kind.PRETRAIN)
+
+
+@require_http_methods(["GET", "POST"])
+def submit_evaluate(request: HttpRequest) -> HttpResponse:
+    return _submit(request, EvaluateForm, Job.Kind.EVALUATE)
+
+
+def _submit(request: HttpRequest, form_class, kind: str) -> HttpResponse:
+    team = selectors.current_team(request)
+    clone = None
+    if request.GET.get("clone"):
+        clone = selectors.get_job(request.user, int(request.GET["clone"]) if request.GET["clone"].isdigit() else 0)
+    initial = form_class.initial_from(clone) if clone is not None and clone.kind == kind else {}
+    form = form_class(request.POST or None, user=request.user, team=team, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = services.submit_jobs(request.user, form.cleaned_data["team"], kind, form.configs,
+                                           dataset=form.cleaned_data["dataset"], parent=getattr(form, "parent", None),
+                                           evaluations=getattr(form, "evaluations", None), **form.meta())
+        except services.LabError as exc:
+            add_lab_error(form, exc)
+        else:
+            messages.success(request, f"queued {len(created)} job{'s' if len(created) != 1 else ''}: "
+                                      + ", ".join(f"#{j.pk}" for j in created))
+            return redirect(created[0] if len(created) == 1 else "lab:jobs")
+    return render(request, "lab/submit.html", {"form": form, "kind": kind, "clone": clone},
+                  status=400 if form.errors else 200)
+
+
+@require_GET
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.get_job(request.user, pk)
+    curves, mlflow_error = charts.run_curves(job.mlflow_run_id)
+    loss, rounds = charts.split_curves(curves)
+    return render(request, "lab/job.html", {
+        "job": job, "config_rows": sorted(flatten(job.config).items()),
+        "loss_chart": charts.svg_chart(loss, title="training loss", x_label="step"),
+        "round_chart": charts.svg_chart(rounds, title="cluster NMI per round", x_label="round"),
+        "mlflow_error": mlflow_error, "children": job.children.all(),
+        "result": getattr(job, "result", None)})
+
+
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _transition(request, pk, services.cancel_job, "cancel requested")
+
+
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    return _transition(request, pk, services.retry_job, "queued again")
+
+
+def _transition(request: HttpRequest, pk: int, action, done: str) -> HttpResponse:
+    job = selectors.get_job(request.user, pk)
+    try:
+        action(job)
+        messages.success(request, f"job #{job.pk}: {done}")
+    except services.InvalidTransition as exc:
+        messages.error(request, str(exc.errors["__all__"][0]))
+    return redirect(job)
+
+
+@require_GET
+def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.get_job(request.user, pk)
+    target = "lab:submit_pretrain" if job.kind == Job.Kind.PRETRAIN else "lab:submit_evaluate"
+    return redirect(f"{reverse(target)}?clone={job.pk}")
+
+
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    ids = [int(i) for i in request.GET.getlist("ids") + request.GET.get("id_list", "").split(",") if i.isdigit()]
+    jobs = list(selectors.visible_jobs(request.user).filter(pk__in=ids).order_by("pk"))
+    flats = [flatten(job.config) for job in jobs]
+    keys = sorted({k for flat in flats for k in flat})
+    diff = [(k, [flat.get(k, "—") for flat in flats]) for k in keys
+            if len({repr(flat.get(k)) for flat in flats}) > 1 and k not in ("run_name",)]
+    loss, rounds = {}, {}
+    errors = set()
+    for job in jobs:
+        curves, err = charts.run_curves(job.mlflow_run_id)
+        errors.add(err)
+        job_loss, job_rounds = charts.split_curves(curves)
+        loss |= {f"#{job.pk}": v for v in job_loss.values()}
+        rounds |= {f"#{job.pk} {k}": v for k, v in job_rounds.items() if k.startswith("nmi_") and "labels" not in k}
+    return render(request, "lab/compare.html", {
+        "jobs": jobs, "diff": diff, "mlflow_compare_url": charts.mlflow_compare_url(jobs),
+        "loss_chart": charts.svg_chart(loss, title="training loss", x_label="step"),
+        "round_chart": charts.svg_chart(rounds, title="cross-modal NMI per round", x_label="round"),
+        "mlflow_error": next((e for e in errors if e), ""),
+        "candidates": selectors.visible_jobs(request.user).filter(kind=Job.Kind.PRETRAIN)[:100]})
+
+
+@require_GET
+def leaderboard(request: HttpRequest) -> HttpResponse:
+    from xdc.variants import VARIANTS
+
+    team = selectors.current_team(request)
+    variant = request.GET.get("variant", "")
+    dataset_id = request.GET.get("dataset", "")
+    board = services.leaderboard(team, variant=variant or None,
+                                 dataset=int(dataset_id) if dataset_id.isdigit() else None) if team else None
+    rows = [(row, [row.cells.get(column) for column in board.columns]) for row in board.rows] if board else []
+    return render(request, "lab/leaderboard.html", {
+        "board": board, "rows": rows, "team": team, "variants": list(VARIANTS),
+        "datasets": team.datasets.all() if team else [], "variant": variant, "dataset_id": dataset_id})
+
+
+@require_http_methods(["GET", "POST"])
+def datasets(request: HttpRequest) -> HttpResponse:
+    team = selectors.current_team(request)
+    form = DatasetForm(request.POST or None, user=request.user, team=team)
+    if request.method == "POST" and form.is_valid():
+        try:
+            dataset = services.register_dataset(team=form.cleaned_data["team"], name=form.cleaned_data["name"],
+                                                layout=form.cleaned_data["layout"], path=form.cleaned_data["path"],
+                                                user=request.user)
+        except services.LabError as exc:
+            add_lab_error(form, exc)
+        else:
+            messages.success(request, f"registered {dataset.name}: {dataset.files} files, {dataset.classes} classes")
+            return redirect("lab:datasets")
+    return render(request, "lab/datasets.html", {"form": form, "datasets": selectors.visible_datasets(request.user)},
+                  status=400 if form.errors else 200)
+
+
+@require_GET
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = selectors.get_dataset(request.user, pk)
+    return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": dataset.jobs.all()[:100]})

@@ -1,0 +1,200 @@
+"""Settings of the lab web site, read from the environment with strict parsing.
+
+The defaults need no server: a SQLite file under `var/`, DEBUG on, jobs enqueued to Celery. Team mode sets
+DATABASE_URL (postgres://user:pass@host:5432/name), SECRET_KEY, ALLOWED_HOSTS, DEBUG=0 and the MLflow URLs.
+A value that does not parse raises ImproperlyConfigured naming the variable, at start-up rather than mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}")
+    return word in TRUE_WORDS
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def env_url(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip().rstrip("/")
+    if urlsplit(value).scheme not in ("http", "https", "file", "sqlite", "postgresql", "databricks", ""):
+        raise ImproperlyConfigured(f"{name} has an unsupported scheme: {value!r}")
+    return value
+
+
+def database_from_url(url: str, *, name: str = "DATABASE_URL") -> dict:
+    """postgres://user:password@host:port/db?sslmode=require or sqlite:////abs/path.db -> a DATABASES entry."""
+    parts = urlsplit(url.strip())
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise ImproperlyConfigured(f"{name} names no database: {url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} has a bad port: {url!r}") from None
+        config = {"ENGINE": "django.db.backends.postgresql", "NAME": database,
+                  "USER": unquote(parts.username or ""), "PASSWORD": unquote(parts.password or ""),
+                  "HOST": parts.hostname or "", "PORT": str(port or ""), "CONN_MAX_AGE": 60,
+                  "OPTIONS": dict(parse_qsl(parts.query))}
+        test_name = os.environ.get("DATABASE_TEST_NAME")
+        if test_name:  # lets two test runs share one server without sharing test_<name>
+            config["TEST"] = {"NAME": test_name}
+        return config
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)[1:]  # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
+        if not path:
+            raise ImproperlyConfigured(f"{name} names no SQLite file: {url!r}")
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / path), "OPTIONS": {"timeout": 20}}
+    raise ImproperlyConfigured(f"{name} must start with postgres://, postgresql:// or sqlite:///, got {url!r}")
+
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "insecure-local-development-key-only-used-with-DEBUG"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+VAR_DIR = Path(env_str("LAB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "lab.sqlite3"),
+                             "OPTIONS": {"timeout": 20}}}
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "webapp.lab",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a login unless its view is marked @login_not_required (login, /healthz, the token API).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [],
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+
+AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "lab:jobs"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# The lab itself.
+MLFLOW_TRACKING_URI = env_url("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+MLFLOW_UI_URL = env_url("MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
+LAB_ENQUEUE = env_choice("LAB_ENQUEUE", "celery", ("celery", "none"))
+LAB_RUNS_DIR = Path(env_str("LAB_RUNS_DIR", str(VAR_DIR / "runs"))).resolve()
+LAB_STALE_SECONDS = env_int("LAB_STALE_SECONDS", 300, minimum=10)
+LAB_LOG_TAIL_CHARS = env_int("LAB_LOG_TAIL_CHARS", 20000, minimum=100)
+LAB_MAX_GRID = env_int("LAB_MAX_GRID", 64, minimum=1)
+
+# -- Celery and the workers (workers/) ------------------------------------------------------------------------------
+# One broker for every worker: Redis (REDIS_URL works too). `make demo` starts its own redis-server, or falls back to
+# kombu's filesystem transport (no priorities, no redelivery of a killed worker's job: the stale-job watchdog
+# requeues it instead).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+CELERY_TASK_IGNORE_RESULT = True  # outcomes live on the job row, not in a result backend
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ACKS_LATE = True  # a job's message is acknowledged when the job ends, not when it starts...
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...and goes back to its queue when the worker process dies mid-job
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds only the job it runs; queued ones stay free for others
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "priority_steps": list(range(10)),  # Redis serves priority 0 first
+    "queue_order_strategy": "priority",  # a worker on "-Q gpu,cpu" drains gpu before cpu
+    # An unacknowledged message is redelivered after this long; it must outlast the longest job.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7 * 24 * 3600, minimum=60),
+}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _BROKER_DIR = Path(env_str("CELERY_BROKER_DIR", str(VAR_DIR / "broker"))).resolve()
+    _BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(data_folder_in=str(_BROKER_DIR), data_folder_out=str(_BROKER_DIR),
+                                           control_folder=str(_BROKER_DIR / "control"))
+LAB_HEARTBEAT_SECONDS = env_int("LAB_HEARTBEAT_SECONDS", 10, minimum=1)  # a running job's row beats at least this often
+LAB_WATCHDOG_SECONDS = env_int("LAB_WATCHDOG_SECONDS", 60, minimum=1)  # each worker sweeps for stale jobs this often
+# -- end of the Celery block ----------------------------------------------------------------------------------------

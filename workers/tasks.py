@@ -1,0 +1,15 @@
+"""Celery tasks: thin interfaces to `webapp.lab.services`. They take a job id, never an object."""
+
+from celery import shared_task
+
+from webapp.lab import services
+from workers.runner import run_attempt
+
+
+@shared_task(name="workers.tasks.run_job", bind=True)
+def run_job(self, job_id: int) -> None:
+    """Run one job. A message for a job that is cancelled, finished or already running elsewhere (a redelivery, or
+    the old message of a requeued job) finds nothing to claim and is acknowledged without effect."""
+    job = services.claim_job(job_id, worker=self.request.hostname, task_id=self.request.id)
+    if job is not None:
+        run_attempt(job)

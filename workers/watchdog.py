@@ -1,0 +1,51 @@
+"""Requeues jobs whose worker vanished: a thread in every worker's main process sweeps every
+`LAB_WATCHDOG_SECONDS` for running jobs without a heartbeat for `LAB_STALE_SECONDS`.
+
+It lives in the main process, not in a task, so a sweep still runs while every pool slot is busy with a long job;
+every worker sweeps, and `services.requeue_stale_jobs` is atomic per row, so sweeps never requeue a job twice.
+A requeued job's new attempt resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import connection
+
+from webapp.lab import services
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def sweep() -> list[int]:
+    """Requeue the stale jobs once; their ids."""
+    try:
+        requeued = services.requeue_stale_jobs(timeout_s=settings.LAB_STALE_SECONDS)
+    finally:
+        connection.close()  # hold no connection between sweeps (the pool forks children from this process)
+    if requeued:
+        log.warning("requeued jobs %s: no heartbeat for %s s", requeued, settings.LAB_STALE_SECONDS)
+    return requeued
+
+
+def _watch() -> None:
+    while not _stop.wait(settings.LAB_WATCHDOG_SECONDS):
+        try:
+            sweep()
+        except Exception:
+            log.exception("stale-job sweep failed; retrying in %ss", settings.LAB_WATCHDOG_SECONDS)
+
+
+@worker_ready.connect
+def start_watchdog(**_) -> None:
+    _stop.clear()
+    threading.Thread(target=_watch, name="stale-job-watchdog", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_watchdog(**_) -> None:
+    _stop.set()
