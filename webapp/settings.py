@@ -165,7 +165,10 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # The lab itself.
 MLFLOW_TRACKING_URI = env_url("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-MLFLOW_UI_URL = env_url("MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
+# Links to runs need the web UI; a file or database tracking URI has none, so it gives no default link.
+MLFLOW_UI_URL = env_url("MLFLOW_UI_URL", MLFLOW_TRACKING_URI if MLFLOW_TRACKING_URI.startswith("http") else "")
+if MLFLOW_UI_URL and urlsplit(MLFLOW_UI_URL).scheme not in ("http", "https"):
+    raise ImproperlyConfigured(f"MLFLOW_UI_URL must be an http(s) address of the MLflow UI, got {MLFLOW_UI_URL!r}")
 LAB_ENQUEUE = env_choice("LAB_ENQUEUE", "celery", ("celery", "none"))
 LAB_RUNS_DIR = Path(env_str("LAB_RUNS_DIR", str(VAR_DIR / "runs"))).resolve()
 LAB_STALE_SECONDS = env_int("LAB_STALE_SECONDS", 300, minimum=10)
@@ -196,5 +199,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS.update(data_folder_in=str(_BROKER_DIR), data_folder_out=str(_BROKER_DIR),
                                            control_folder=str(_BROKER_DIR / "control"))
 LAB_HEARTBEAT_SECONDS = env_int("LAB_HEARTBEAT_SECONDS", 10, minimum=1)  # a running job's row beats at least this often
+if LAB_HEARTBEAT_SECONDS * 2 > LAB_STALE_SECONDS:  # else a live job misses its window and is requeued under itself
+    raise ImproperlyConfigured(f"LAB_HEARTBEAT_SECONDS ({LAB_HEARTBEAT_SECONDS}) must be at most half of "
+                               f"LAB_STALE_SECONDS ({LAB_STALE_SECONDS})")
 LAB_WATCHDOG_SECONDS = env_int("LAB_WATCHDOG_SECONDS", 60, minimum=1)  # each worker sweeps for stale jobs this often
 # -- end of the Celery block ----------------------------------------------------------------------------------------

@@ -40,17 +40,22 @@ def run_attempt(job) -> None:
         reason = one_line(exc)
         log.exception("job %s failed: %s", job.id, reason)
         tracker.close_failed(job, reason)
-        if _still_ours(job):
-            services.fail_job(job.id, error=reason)
+        services.fail_job(job.id, error=reason, owner=_owner(job))
         return
     finally:
         heartbeat.stop()
     if not _still_ours(job):
         log.warning("job %s attempt %s lost its row to another attempt; recording nothing", job.id, job.attempt)
     elif stopped:
-        services.mark_cancelled(job.id)
+        services.mark_cancelled(job.id, owner=_owner(job))
     else:
-        services.finish_job(job.id, record=record or None)
+        services.finish_job(job.id, record=record or None, owner=_owner(job))
+
+
+def _owner(job) -> dict:
+    """The final UPDATE is conditional on this attempt still owning the row: checking first and writing after
+    would leave a gap in which a stale-job sweep and another worker's claim could slip."""
+    return {"worker": job.worker, "attempt": job.attempt}
 
 
 def _still_ours(job) -> bool:

@@ -115,8 +115,8 @@ class TestLeaderboardAndDatasets:
         services.claim_job(job.pk, worker="w", task_id="t")
         services.finish_job(job.pk)
         board = call(client, "GET", "/api/leaderboard", token=token_a).json()
-        assert board["columns"] == [{"benchmark": "folder", "protocol": "linear"}]
-        cell = board["rows"][0]["cells"]["folder/linear"]
+        assert board["columns"] == [{"benchmark": "folder:synth", "protocol": "linear"}]
+        cell = board["rows"][0]["cells"]["folder:synth/linear"]
         assert cell["pending"] == 1 and cell["n"] == 0 and len(cell["jobs"]) == 1
 
     def test_register_and_list_datasets(self, client, token_a, tmp_path):
@@ -132,3 +132,35 @@ class TestLeaderboardAndDatasets:
         assert Dataset.objects.filter(name="bad").count() == 0
         names = [d["name"] for d in call(client, "GET", "/api/datasets", token=token_a).json()["datasets"]]
         assert names == ["api"]
+
+
+class TestSubmissionLinks:
+    def test_a_grid_over_the_limit_is_refused_before_it_is_built(self, client, token_a, dataset_a):
+        grid = {f"optim.axis{i}": list(range(50)) for i in range(8)}  # 50**8 combinations
+        response = call(client, "POST", "/api/jobs", token=token_a,
+                        body={"config": pretrain_config(dataset_a), "grid": grid})
+        assert response.status_code == 400 and "grid" in response.json()["errors"]
+        assert Job.objects.count() == 0
+
+    def test_an_evaluation_with_a_parent_uses_the_parents_checkpoint(self, client, token_a, alice, team_a,
+                                                                    dataset_a):
+        parent = submit_pretrain(alice, team_a, dataset_a)
+        body = {"kind": "evaluate", "parent": parent.pk, "dataset": dataset_a.pk,
+                "config": {"checkpoint": "random", "benchmark": "folder", "data": dataset_a.path,
+                           "protocol": "linear"}}
+        response = call(client, "POST", "/api/jobs", token=token_a, body=body)
+        assert response.status_code == 400 and "parent" in response.json()["errors"]  # still queued
+        services.claim_job(parent.pk, worker="w", task_id="t")
+        services.finish_job(parent.pk)
+        response = call(client, "POST", "/api/jobs", token=token_a, body=body)
+        assert response.status_code == 201
+        assert response.json()["jobs"][0]["config"]["checkpoint"] == parent.final_checkpoint
+
+    def test_another_teams_checkpoint_is_refused(self, client, bob, alice, team_a, dataset_a):
+        theirs = submit_pretrain(alice, team_a, dataset_a)
+        token_b = ApiToken.objects.create(user=bob).key
+        response = call(client, "POST", "/api/jobs", token=token_b, body={
+            "kind": "evaluate", "config": {"checkpoint": theirs.final_checkpoint, "benchmark": "folder",
+                                           "data": dataset_a.path, "protocol": "linear"}})
+        assert response.status_code == 400 and "config.checkpoint" in response.json()["errors"]
+        assert Job.objects.filter(kind="evaluate").count() == 0

@@ -314,14 +314,14 @@ class TestLeaderboard:
             self._pretrain_with_results(alice, team_a, dataset_a, seed, "xdc", {"linear": value})
         self._pretrain_with_results(alice, team_a, dataset_a, 1, "sdc", {"linear": 0.2, "retrieval": None})
         board = services.leaderboard(team_a)
-        assert board.columns == [("folder", "linear"), ("folder", "retrieval")]
+        assert board.columns == [("folder:synth", "linear"), ("folder:synth", "retrieval")]
         xdc = next(r for r in board.rows if r.label.startswith("xdc"))
-        cell = xdc.cells[("folder", "linear")]
+        cell = xdc.cells[("folder:synth", "linear")]
         assert cell.n == 3 and cell.mean == pytest.approx(0.6) and cell.std == pytest.approx(0.1)
         assert len(xdc.pretrain_jobs) == 3 and len(cell.jobs) == 3
         sdc = next(r for r in board.rows if r.label.startswith("sdc"))
-        assert sdc.cells[("folder", "linear")].n == 1
-        pending = sdc.cells[("folder", "retrieval")]
+        assert sdc.cells[("folder:synth", "linear")].n == 1
+        pending = sdc.cells[("folder:synth", "retrieval")]
         assert pending.n == 0 and pending.pending == 1
 
     def test_it_filters_by_variant_and_keeps_baselines(self, alice, team_a, dataset_a):
@@ -333,15 +333,105 @@ class TestLeaderboard:
         board = services.leaderboard(team_a, variant="sdc")
         assert [r.kind for r in board.rows] == ["baseline", "pretrained"]
         assert board.rows[0].label == "baseline: random"
-        assert board.rows[1].cells[("folder", "linear")].mean == pytest.approx(0.3)
+        assert board.rows[1].cells[("folder:synth", "linear")].mean == pytest.approx(0.3)
 
     def test_an_active_pretraining_marks_its_planned_cells(self, alice, team_a, dataset_a):
         submit_pretrain(alice, team_a, dataset_a, evaluations=[
             {"dataset": dataset_a.pk, "protocol": "linear", "split": 1, "preset": "tiny"}])
         board = services.leaderboard(team_a)
-        assert board.columns == [("folder", "linear-tiny")]
-        assert board.rows[0].cells[("folder", "linear-tiny")].pending == 1
+        assert board.columns == [("folder:synth", "linear-tiny")]
+        assert board.rows[0].cells[("folder:synth", "linear-tiny")].pending == 1
 
     def test_another_teams_results_are_not_shown(self, alice, team_a, team_b, dataset_a):
         self._pretrain_with_results(alice, team_a, dataset_a, 1, "xdc", {"linear": 0.5})
         assert services.leaderboard(team_b).rows == []
+
+
+class TestLinksAreChecked:
+    def _succeeded(self, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a)
+        run_to_success(job)
+        return Job.objects.get(pk=job.pk)
+
+    def test_an_evaluation_of_a_parent_runs_on_the_parents_checkpoint(self, alice, team_a, dataset_a):
+        parent = self._succeeded(alice, team_a, dataset_a)
+        cfg = {"checkpoint": "random", "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}
+        [child] = services.submit_jobs(alice, team_a, "evaluate", [cfg], parent=parent, dataset=dataset_a)
+        assert child.config["checkpoint"] == parent.final_checkpoint
+
+    def test_a_parent_must_be_a_succeeded_pretraining_of_the_team(self, alice, team_a, team_b, dataset_a):
+        cfg = {"checkpoint": "random", "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}
+        queued = submit_pretrain(alice, team_a, dataset_a)
+        with pytest.raises(services.LabError) as caught:
+            services.submit_jobs(alice, team_a, "evaluate", [cfg], parent=queued)
+        assert "parent" in caught.value.errors
+        parent = self._succeeded(alice, team_a, dataset_a)
+        with pytest.raises(services.LabError) as caught:
+            services.submit_jobs(alice, team_b, "evaluate", [cfg], parent=parent)
+        assert "parent" in caught.value.errors
+        assert Job.objects.filter(kind="evaluate").count() == 0
+
+    def test_a_dataset_of_another_team_is_refused(self, alice, team_b, dataset_a):
+        with pytest.raises(services.LabError) as caught:
+            services.submit_jobs(alice, team_b, "pretrain", [pretrain_config(dataset_a)], dataset=dataset_a)
+        assert "dataset" in caught.value.errors and Job.objects.count() == 0
+
+    def test_another_teams_checkpoint_path_is_refused(self, alice, team_a, team_b, dataset_a):
+        theirs = self._succeeded(alice, team_a, dataset_a).final_checkpoint
+        cfg = {"checkpoint": theirs, "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}
+        with pytest.raises(services.LabError) as caught:
+            services.submit_jobs(alice, team_b, "evaluate", [cfg])
+        assert "another team" in caught.value.errors["config"][0]
+        [own] = services.submit_jobs(alice, team_a, "evaluate", [cfg])
+        assert own.config["checkpoint"] == theirs
+
+    def test_a_name_too_long_or_not_text_is_refused(self, alice, team_a, dataset_a):
+        for name in ("x" * 201, {"a": 1}):
+            with pytest.raises(services.LabError) as caught:
+                services.submit_jobs(alice, team_a, "pretrain", [pretrain_config(dataset_a)], name=name)
+            assert "name" in caught.value.errors
+        assert Job.objects.count() == 0
+
+    def test_a_huge_grid_is_refused_before_it_is_built(self, settings):
+        axes = {f"axis{i}": list(range(100)) for i in range(6)}  # 10**12 combinations: never built
+        with pytest.raises(services.LabError) as caught:
+            services.expand_grid({}, axes, limit=settings.LAB_MAX_GRID)
+        assert "limit" in caught.value.errors["grid"][0]
+
+
+class TestFinalWritesBelongToTheAttempt:
+    def test_an_attempt_that_lost_its_row_cannot_end_the_next_one(self, alice, team_a, dataset_a):
+        job = submit_pretrain(alice, team_a, dataset_a)
+        first = services.claim_job(job.pk, worker="w1", task_id="t1")
+        Job.objects.filter(pk=job.pk).update(status="queued", worker="")  # requeued as stale
+        second = services.claim_job(job.pk, worker="w1", task_id="t2")  # same host, next attempt
+        old = {"worker": first.worker, "attempt": first.attempt}
+        services.finish_job(job.pk, owner=old)
+        services.fail_job(job.pk, error="late", owner=old)
+        services.mark_cancelled(job.pk, owner=old)
+        assert Job.objects.get(pk=job.pk).status == "running"
+        services.finish_job(job.pk, owner={"worker": second.worker, "attempt": second.attempt})
+        assert Job.objects.get(pk=job.pk).status == "succeeded"
+
+
+class TestLeaderboardColumns:
+    def _baseline(self, alice, team, dataset, value, **extra):
+        cfg = {"checkpoint": "random", "benchmark": "folder", "data": dataset.path, "protocol": "linear", **extra}
+        [job] = services.submit_jobs(alice, team, "evaluate", [cfg], dataset=dataset)
+        run_to_success(job, eval_record(top1=value))
+
+    def test_two_folder_datasets_are_two_columns(self, alice, team_a, dataset_a, tmp_path):
+        other = services.register_dataset(team=team_a, name="other", layout="folder",
+                                           path=str(make_folder_dataset(tmp_path / "other")))
+        self._baseline(alice, team_a, dataset_a, 0.2)
+        self._baseline(alice, team_a, other, 0.8)
+        board = services.leaderboard(team_a)
+        assert board.columns == [("folder:other", "linear"), ("folder:synth", "linear")]
+        assert [board.rows[0].cells[c].mean for c in board.columns] == [pytest.approx(0.8), pytest.approx(0.2)]
+
+    def test_a_shuffled_labels_control_is_not_averaged_in(self, alice, team_a, dataset_a):
+        self._baseline(alice, team_a, dataset_a, 0.6)
+        self._baseline(alice, team_a, dataset_a, 0.1, shuffle_train_labels=True)
+        cells = services.leaderboard(team_a).rows[0].cells
+        assert cells[("folder:synth", "linear")].mean == pytest.approx(0.6)
+        assert cells[("folder:synth", "linear (shuffled labels)")].mean == pytest.approx(0.1)

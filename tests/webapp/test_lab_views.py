@@ -232,3 +232,56 @@ def test_every_page_renders_for_a_member(client_a, alice, team_a, dataset_a):
                 "/leaderboard/", "/datasets/", f"/datasets/{dataset_a.pk}/"):
         response = client_a.get(url)
         assert response.status_code == 200, url
+
+
+class TestMemberOfTwoTeams:
+    """Alice is in teams A and B; the choices list both teams' datasets, but a job uses only its own team's."""
+
+    @pytest.fixture
+    def dataset_b(self, alice, team_b, tmp_path):
+        from lab_helpers import make_folder_dataset
+        from webapp.lab.models import Membership
+
+        Membership.objects.create(user=alice, team=team_b)
+        return services.register_dataset(team=team_b, name="b-data", layout="folder",
+                                         path=str(make_folder_dataset(tmp_path / "b-data")))
+
+    def test_a_pretraining_in_a_on_bs_dataset_is_refused(self, client_a, team_a, dataset_a, dataset_b):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_b, team=team_a.pk))
+        assert response.status_code == 400 and "belongs to Team B" in response.context["form"].errors["dataset"][0]
+        assert Job.objects.count() == 0
+
+    def test_an_evaluation_in_a_on_bs_datasets_is_refused(self, client_a, team_a, dataset_a, dataset_b):
+        post = {"team": team_a.pk, "checkpoint": "supervised", "split": "1", "protocol": ["linear"], "seed": "0",
+                "priority": 5, "resource": "cpu", "gpus": 0}
+        response = client_a.post("/jobs/new/evaluate/", {**post, "dataset": dataset_b.pk,
+                                                         "supervised_data": dataset_a.pk})
+        assert "dataset" in response.context["form"].errors
+        response = client_a.post("/jobs/new/evaluate/", {**post, "dataset": dataset_a.pk,
+                                                         "supervised_data": dataset_b.pk})
+        assert "supervised_data" in response.context["form"].errors
+        assert Job.objects.count() == 0
+
+    def test_a_dataset_page_lists_only_its_teams_jobs(self, client, bob, alice, team_a, dataset_a, dataset_b):
+        mine = submit_pretrain(alice, team_b := dataset_b.team, dataset_b)
+        leaked = submit_pretrain(alice, team_a, dataset_a)
+        Job.objects.filter(pk=leaked.pk).update(dataset=dataset_b)  # a row from before teams were checked
+        client.force_login(bob)
+        jobs = list(client.get(f"/datasets/{dataset_b.pk}/").context["jobs"])
+        assert jobs == [mine] and team_b.slug == "team-b"
+
+
+def test_switching_team_never_redirects_off_site(client_a, team_a):
+    for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        response = client_a.post("/team/", {"team": team_a.pk, "next": target})
+        assert response.status_code == 302 and response["Location"] == "/", target
+    assert client_a.post("/team/", {"team": team_a.pk, "next": "/leaderboard/"})["Location"] == "/leaderboard/"
+
+
+def test_an_evaluation_grid_over_the_limit_is_a_form_error(client_a, team_a, dataset_a, settings):
+    settings.LAB_MAX_GRID = 4
+    response = client_a.post("/jobs/new/evaluate/", {
+        "team": team_a.pk, "checkpoint": "random", "dataset": dataset_a.pk, "split": "1", "protocol": ["linear"],
+        "seed": "0-4", "preset": "tiny", "priority": 5, "resource": "cpu", "gpus": 0})
+    assert response.status_code == 400 and "limit is 4" in str(response.context["form"].errors)
+    assert Job.objects.count() == 0

@@ -95,7 +95,7 @@ def mlflow_compare_url(jobs) -> str:
     """MLflow's own comparison page for the jobs' runs (MLflow 3: #/compare-runs?runs=[…]&experiments=[…])."""
     runs = [j.mlflow_run_id for j in jobs if j.mlflow_run_id]
     experiments = sorted({j.mlflow_experiment_id for j in jobs if j.mlflow_run_id and j.mlflow_experiment_id})
-    if not runs or not experiments:
+    if not runs or not experiments or not settings.MLFLOW_UI_URL:
         return ""
     as_json = (lambda items: quote("[" + ",".join(f'"{i}"' for i in items) + "]", safe=""))
     return f"{settings.MLFLOW_UI_URL}/#/compare-runs?runs={as_json(runs)}&experiments={as_json(experiments)}"

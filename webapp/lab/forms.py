@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from webapp.lab import services
 from webapp.lab.models import Dataset, Job, Team
@@ -79,6 +80,21 @@ class TeamFormMixin:
         if team is None:
             raise forms.ValidationError("choose a team")
         return team
+
+    @staticmethod
+    def _expand(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        try:
+            return services.expand_grid(base, axes, limit=settings.LAB_MAX_GRID)
+        except services.LabError as exc:
+            raise forms.ValidationError(exc.errors["grid"]) from None
+
+    def _check_datasets_in_team(self, cleaned: dict[str, Any], *names: str) -> None:
+        """The dataset choices list every team of the user; a job may only use datasets of the team it runs in."""
+        team = cleaned.get("team")
+        for name in names:
+            dataset = cleaned.get(name)
+            if team is not None and dataset is not None and dataset.team_id != team.pk:
+                self.add_error(name, f"{dataset.name} belongs to {dataset.team}, not to {team}")
 
 
 class MetaFields(forms.Form):
@@ -193,13 +209,12 @@ class PretrainForm(TeamFormMixin, MetaFields):
 
     def clean(self):
         cleaned = super().clean()
+        self._check_datasets_in_team(cleaned, "dataset")
         if self.errors:
             return cleaned
         base = self._base(cleaned)
         axes = {"variant": cleaned["variant"], "cluster.k": cleaned["k"], "seed": cleaned["seed"]}
-        configs = services.expand_grid(base, axes)
-        if len(configs) > 64:
-            raise forms.ValidationError(f"this grid makes {len(configs)} jobs; the limit is 64")
+        configs = self._expand(base, axes)
         team = cleaned["team"]
         try:
             self.configs = [services.validate_config(Job.Kind.PRETRAIN, {**cfg, "experiment": team.mlflow_experiment})
@@ -294,13 +309,14 @@ class EvaluateForm(TeamFormMixin, MetaFields):
 
     def clean(self):
         cleaned = super().clean()
+        self._check_datasets_in_team(cleaned, "dataset", "supervised_data")
         if self.errors:
             return cleaned
         base = self._base(cleaned)
         if base is None:
             return cleaned
-        configs = services.expand_grid(base, {"protocol": cleaned["protocol"], "split": cleaned["split"],
-                                              "seed": cleaned["seed"]})
+        configs = self._expand(base, {"protocol": cleaned["protocol"], "split": cleaned["split"],
+                                      "seed": cleaned["seed"]})
         team = cleaned["team"]
         try:
             self.configs = [services.validate_config(Job.Kind.EVALUATE, {**cfg, "experiment": team.mlflow_experiment})

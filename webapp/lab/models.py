@@ -146,7 +146,7 @@ class Job(models.Model):
 
     @property
     def mlflow_url(self) -> str:
-        if not (self.mlflow_run_id and self.mlflow_experiment_id):
+        if not (self.mlflow_run_id and self.mlflow_experiment_id and settings.MLFLOW_UI_URL):
             return ""
         return f"{settings.MLFLOW_UI_URL}/#/experiments/{self.mlflow_experiment_id}/runs/{self.mlflow_run_id}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import statistics
 from collections.abc import Iterable
@@ -104,12 +105,20 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return copy
 
 
-def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
+def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, limit: int | None = None,
+                base_count: int = 1) -> list[dict[str, Any]]:
     """One config per combination of the axes' values, in order (first axis slowest). An axis is a dotted config key
-    or an alias in GRID_ALIASES ('cluster.k' sets k_video, k_audio and k_joint together). No axes: [base]."""
+    or an alias in GRID_ALIASES ('cluster.k' sets k_video, k_audio and k_joint together). No axes: [base].
+
+    With `limit`, LabError('grid') before anything is built when base_count × the grid's size exceeds it, so a
+    request for millions of combinations costs nothing."""
+    axes = {axis: list(values) for axis, values in axes.items()}
+    if limit is not None:
+        size = base_count * math.prod(len(values) or 1 for values in axes.values())
+        if size > limit:
+            raise LabError({"grid": [f"this grid makes {size} jobs; the limit is {limit} (LAB_MAX_GRID)"]})
     configs = [dict(base)]
     for axis, values in axes.items():
-        values = list(values)
         if not values:
             continue
         keys = GRID_ALIASES.get(axis, (axis,))
@@ -139,7 +148,12 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
         raise LabError({"config": ["no configuration to submit"]})
     if len(configs) > settings.LAB_MAX_GRID:
         raise LabError({"config": [f"{len(configs)} jobs is more than LAB_MAX_GRID={settings.LAB_MAX_GRID}"]})
-    _check_meta(priority=priority, resource=resource, gpus=gpus)
+    _check_meta(priority=priority, resource=resource, gpus=gpus, name=name)
+    parent = Job.objects.filter(pk=parent.pk).first() if parent is not None else None  # its status and run id now
+    _check_links(team, kind, dataset=dataset, parent=parent)
+    if parent is not None:  # an evaluation of a pretraining job runs on its checkpoint, whatever the config said
+        configs = [{**raw, "checkpoint": parent.final_checkpoint, "pretrain_run_id": parent.mlflow_run_id}
+                   if isinstance(raw, dict) else raw for raw in configs]
     checked = [_checked_config(kind, raw, team, index=i, many=len(configs) > 1) for i, raw in enumerate(configs)]
     specs = check_evaluations(evaluations or [], team) if kind == Job.Kind.PRETRAIN else []
     with transaction.atomic():
@@ -150,8 +164,10 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
     return jobs
 
 
-def _check_meta(*, priority: int, resource: str, gpus: int) -> None:
+def _check_meta(*, priority: int, resource: str, gpus: int, name: str = "") -> None:
     errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or len(name) > Job._meta.get_field("name").max_length:
+        errors["name"] = [f"name must be text of at most {Job._meta.get_field('name').max_length} characters"]
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
         errors["priority"] = [f"priority must be an integer 0-9, got {priority!r}"]
     if resource not in Job.Resource.values:
@@ -164,15 +180,43 @@ def _check_meta(*, priority: int, resource: str, gpus: int) -> None:
         raise LabError(errors)
 
 
+def _check_links(team: Team, kind: str, *, dataset: Dataset | None, parent: Job | None) -> None:
+    """The dataset and parent a job points to must be its own team's; a parent is a finished pretraining, and only
+    an evaluation has one (the leaderboard files an evaluation under its parent's row)."""
+    if dataset is not None and dataset.team_id != team.pk:
+        raise LabError({"dataset": [f"dataset {dataset.pk} is not in team {team.slug}"]})
+    if parent is None:
+        return
+    if parent.team_id != team.pk:
+        raise LabError({"parent": [f"job {parent.pk} is not in team {team.slug}"]})
+    if kind != Job.Kind.EVALUATE or parent.kind != Job.Kind.PRETRAIN or parent.status != Job.Status.SUCCEEDED:
+        raise LabError({"parent": [f"the parent of an evaluation must be a succeeded pretraining job; job "
+                                   f"{parent.pk} is a {parent.status} {parent.kind} job"]})
+
+
 def _checked_config(kind: str, raw: dict[str, Any], team: Team, *, index: int, many: bool) -> dict[str, Any]:
+    where = f"configs[{index}]" if many else "config"
     if isinstance(raw, dict):
         raw = {**raw, "experiment": team.mlflow_experiment}
     try:
-        return validate_config(kind, raw)
+        cfg = validate_config(kind, raw)
     except ConfigError as exc:
-        where = f"configs[{index}]" if many else "config"
         key = config_error_key(str(exc))
         raise LabError({where: [str(exc)], **({f"config.{key}": [str(exc)]} if key else {})}) from None
+    if kind == Job.Kind.EVALUATE and not _checkpoint_in_team(cfg["checkpoint"], team):
+        message = f"checkpoint {cfg['checkpoint']!r} belongs to another team's job"
+        raise LabError({where: [message], "config.checkpoint": [message]})
+    return cfg
+
+
+def _checkpoint_in_team(checkpoint: str, team: Team) -> bool:
+    """False for a path inside another team's folder of job outputs (LAB_RUNS_DIR/<slug>/…): those checkpoints
+    are that team's results, not to be evaluated by anyone else."""
+    if checkpoint in BASELINES:
+        return True
+    runs = Path(settings.LAB_RUNS_DIR).resolve()
+    path = Path(checkpoint).expanduser().resolve()
+    return not path.is_relative_to(runs) or path.is_relative_to(runs / team.slug)
 
 
 def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any) -> Job:
@@ -260,11 +304,20 @@ def set_run(job_id: int, *, run_id: str, experiment_id: str) -> None:
     Job.objects.filter(pk=job_id).update(mlflow_run_id=run_id or "", mlflow_experiment_id=experiment_id or "")
 
 
-def finish_job(job_id: int, *, record: dict[str, Any] | None = None) -> Job | None:
+def _active(job_id: int, owner: dict[str, Any] | None):
+    """The job's row while it is queued or running; with an owner ({worker, attempt}), only while it is still that
+    attempt's, so an attempt that lost its row (requeued as stale, claimed again) cannot end the new attempt."""
+    rows = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE)
+    if owner:
+        rows = rows.filter(status=Job.Status.RUNNING, worker=owner["worker"][:200], attempt=owner["attempt"])
+    return rows
+
+
+def finish_job(job_id: int, *, record: dict[str, Any] | None = None, owner: dict[str, Any] | None = None) -> Job | None:
     """Mark the job succeeded; an evaluation stores its Result, a pretraining queues its evaluations.
     Idempotent: a job already finished is returned unchanged (None if it does not exist)."""
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+        changed = _active(job_id, owner).update(
             status=Job.Status.SUCCEEDED, progress=1.0, eta_seconds=None, stage="done", finished_at=timezone.now(),
             cancel_requested=False)
         job = Job.objects.filter(pk=job_id).first()
@@ -277,16 +330,16 @@ def finish_job(job_id: int, *, record: dict[str, Any] | None = None) -> Job | No
     return job
 
 
-def fail_job(job_id: int, *, error: str) -> Job | None:
+def fail_job(job_id: int, *, error: str, owner: dict[str, Any] | None = None) -> Job | None:
     now = timezone.now()
-    Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+    _active(job_id, owner).update(
         status=Job.Status.FAILED, error=(error or "failed")[:20000], eta_seconds=None, finished_at=now,
         stage="failed")
     return Job.objects.filter(pk=job_id).first()
 
 
-def mark_cancelled(job_id: int) -> Job | None:
-    Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None) -> Job | None:
+    _active(job_id, owner).update(
         status=Job.Status.CANCELLED, cancel_requested=False, eta_seconds=None, finished_at=timezone.now(),
         stage="cancelled")
     return Job.objects.filter(pk=job_id).first()
@@ -477,13 +530,16 @@ def leaderboard(team: Team, *, variant: str | None = None, dataset: Dataset | in
         row = _pretrain_row(rows, job)
         if job.is_active:
             for spec in job.evaluations or []:
-                _spec_column(row, spec).pending += 1
-    evaluations = Job.objects.filter(team=team, kind=Job.Kind.EVALUATE).select_related("parent", "result")
+                _spec_column(row, spec, team).pending += 1
+    evaluations = Job.objects.filter(team=team, kind=Job.Kind.EVALUATE).select_related("parent", "result",
+                                                                                         "dataset")
+    by_path = {d.path: d for d in team.datasets.all()}  # an API evaluation may name its data by path alone
     for job in evaluations:
         row = _evaluation_row(rows, job, wanted, filtered=bool(variant or dataset))
         if row is None:
             continue
-        _add_to_cell(row.cell(evaluation_column(job.config)), job)
+        data = job.dataset or by_path.get(str(job.config.get("data", "")))
+        _add_to_cell(row.cell(evaluation_column(job.config, data)), job)
     columns = sorted({column for row in rows.values() for column in row.cells})
     ordered = sorted(rows.values(), key=lambda r: (r.kind != "baseline", r.label))
     return Leaderboard(columns=columns, rows=ordered)
@@ -504,15 +560,23 @@ def _pretrain_row(rows: dict[str, Row], job: Job) -> Row:
     return row
 
 
-def evaluation_column(cfg: dict[str, Any]) -> tuple[str, str]:
-    """(benchmark, protocol label); a tiny-preset protocol is its own column ('linear-tiny'), as xdc records it."""
-    protocol = str(cfg.get("protocol", "?"))
-    return str(cfg.get("benchmark", "?")), f"{protocol}-{cfg['preset']}" if cfg.get("preset") else protocol
+def evaluation_column(cfg: dict[str, Any], dataset: Dataset | None = None) -> tuple[str, str]:
+    """(benchmark, protocol label); a tiny-preset protocol is its own column ('linear-tiny'), as xdc records it.
+    Two `folder` datasets are different benchmarks ('folder:<dataset name>'), and a shuffled-labels control is a
+    column of its own: averaging either with the real thing would make a meaningless number."""
+    benchmark, protocol = str(cfg.get("benchmark", "?")), str(cfg.get("protocol", "?"))
+    if benchmark == "folder":
+        benchmark = f"folder:{dataset.name if dataset else Path(str(cfg.get('data', ''))).name or '?'}"
+    if cfg.get("preset"):
+        protocol = f"{protocol}-{cfg['preset']}"
+    if cfg.get("shuffle_train_labels"):
+        protocol = f"{protocol} (shuffled labels)"
+    return benchmark, protocol
 
 
-def _spec_column(row: Row, spec: dict[str, Any]) -> Cell:
-    dataset = Dataset.objects.filter(pk=spec.get("dataset")).first()
-    return row.cell(evaluation_column({**spec, "benchmark": dataset.benchmark if dataset else "?"}))
+def _spec_column(row: Row, spec: dict[str, Any], team: Team) -> Cell:
+    dataset = Dataset.objects.filter(pk=spec.get("dataset"), team=team).first()
+    return row.cell(evaluation_column({**spec, "benchmark": dataset.benchmark if dataset else "?"}, dataset))
 
 
 def _evaluation_row(rows: dict[str, Row], job: Job, wanted: dict[int, Job], *, filtered: bool) -> Row | None:

@@ -8,6 +8,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.lab import charts, selectors, services
@@ -34,7 +35,11 @@ def switch_team(request: HttpRequest) -> HttpResponse:
     team = selectors.user_teams(request.user).filter(pk=request.POST.get("team")).first()
     if team is not None:
         request.session["team_id"] = team.pk
-    return redirect(request.POST.get("next") or "lab:jobs")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "lab:jobs"  # never bounce a user to another site
+    return redirect(target)
 
 
 @require_GET
@@ -182,4 +187,5 @@ def datasets(request: HttpRequest) -> HttpResponse:
 @require_GET
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = selectors.get_dataset(request.user, pk)
-    return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": dataset.jobs.all()[:100]})
+    jobs = selectors.visible_jobs(request.user).filter(dataset=dataset, team=dataset.team)[:100]
+    return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": jobs})
