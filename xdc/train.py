@@ -318,7 +318,8 @@ class _Pretraining:
                              pin_memory=self.device.type == "cuda")
         targets = {name: torch.as_tensor(values, device=self.device) for name, values in self.assignments.items()}
         meter = _LossMeter(self.device)
-        tick = time.monotonic()
+        tick = began = time.monotonic()  # the epoch's own rate counts the loader's start-up, as every epoch pays it
+        clips = 0
         for batch in loader:
             stop = self.should_stop()
             self.failed_clips += len(batch["failed"])
@@ -327,12 +328,17 @@ class _Pretraining:
                 raise StopRequested
             if agreed >= 2:  # BatchNorm needs two samples; a batch emptied by bad files is skipped on all ranks
                 meter.add(*self._train_step(batch, targets), batch["size"])
+                clips += batch["size"]
             self.position["step"] += 1
             self.position["global_step"] += 1
             if self.position["global_step"] % self.cfg.log_every == 0:
                 self._log_steps(meter, tick)
                 meter, tick = _LossMeter(self.device), time.monotonic()
         self._log_steps(meter, tick)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.tracker.log_metrics({"train/epoch_clips_per_s": clips * self.group.world / (time.monotonic() - began)},
+                                 step=self.position["global_step"])
 
     def _train_step(self, batch: dict, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         video = normalize_video(batch["video"].to(self.device, non_blocking=True))  # B x 3 x T x S x S
