@@ -91,7 +91,8 @@ cat <<EOF
 
 XDC Lab is up (logs in $DEMO/*.log):
   site     $DEMO_SITE_URL   log in as demo / xdc-demo-lab
-  job      $DEMO_SITE_URL/jobs/$JOB/   (a small XDC pretraining; on success it queues UCF101 and ESC-50 evaluations)
+  job      $DEMO_SITE_URL/jobs/$JOB/   (a small XDC pretraining; on success it queues UCF101 and ESC-50 evaluations;
+           random-init baselines of both follow)
   MLflow   $MLFLOW_TRACKING_URI
 
 EOF

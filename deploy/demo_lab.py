@@ -1,8 +1,9 @@
 """The demo's steps inside the lab, run by deploy/demo.sh through the lab's own services:
 
     demo_lab.py setup DATA     the demo user and team, and DATA registered as datasets (folder, ucf101, esc50)
-    demo_lab.py submit         a small XDC pretraining that queues its evaluations when it succeeds
-    demo_lab.py wait JOB       wait until JOB and the evaluations it fans out to have finished; print what they gave
+    demo_lab.py submit         a small XDC pretraining that queues its evaluations when it succeeds, and the same
+                               evaluations of a random-init encoder (the leaderboard's baseline row)
+    demo_lab.py wait JOB       wait until JOB, its evaluations and the baselines have finished; print what they gave
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 
+from django.db.models import Q  # noqa: E402
 from webapp.lab import services  # noqa: E402
 from webapp.lab.models import Dataset, Job, Membership, Team  # noqa: E402
 from xdc.config import load_config  # noqa: E402
@@ -54,9 +56,17 @@ def submit() -> None:
     config = load_config(preset="small", base={"data": {"path": datasets["demo-videos"].path}}).to_dict()
     evaluations = [{"dataset": datasets[name].pk, "protocol": protocol, "split": split, "preset": ""}
                    for name, protocol, split in EVALUATIONS]
-    [job] = services.submit_jobs(get_user_model().objects.get(username=USER), team, Job.Kind.PRETRAIN, [config],
-                                 dataset=datasets["demo-videos"], evaluations=evaluations, resource="cpu", gpus=0,
-                                 name="demo: XDC, small preset")
+    user = get_user_model().objects.get(username=USER)
+    [job] = services.submit_jobs(user, team, Job.Kind.PRETRAIN, [config], dataset=datasets["demo-videos"],
+                                 evaluations=evaluations, resource="cpu", gpus=0, name="demo: XDC, small preset")
+    # The leaderboard's baseline row: random init of the same width under the same protocols, queued after the
+    # pretraining (a larger priority number runs later).
+    for name, protocol, split in EVALUATIONS:
+        dataset = datasets[name]
+        baseline = {"checkpoint": "random", "benchmark": dataset.benchmark, "data": dataset.path,
+                    "protocol": protocol, "split": split, "width": config["model"]["video_width"]}
+        services.submit_jobs(user, team, Job.Kind.EVALUATE, [baseline], dataset=dataset, resource="cpu", gpus=0,
+                             priority=6, name="demo: random-init baseline")
     print(job.pk)
 
 
@@ -65,7 +75,8 @@ def wait(job_id: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        jobs = list(Job.objects.filter(pk=job_id)) + list(Job.objects.filter(parent_id=job_id).order_by("pk"))
+        jobs = list(Job.objects.filter(Q(pk=job_id) | Q(parent_id=job_id) | Q(name="demo: random-init baseline"))
+                    .order_by("pk"))
         line = "  ".join(f"#{j.pk} {j.kind} {j.status} {j.progress:4.0%}" for j in jobs)
         if line != last:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
