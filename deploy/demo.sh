@@ -62,7 +62,7 @@ unset MLFLOW_UI_URL REDIS_URL
 
 if [ ! -f "$DEMO/data/labels.csv" ]; then
   rm -rf "$DEMO/data"
-  $PY -m xdc make-dataset synthetic "$DEMO/data" --videos 48 --classes 6 --seed 0
+  $PY -m xdc make-dataset synthetic "$DEMO/data" --videos 480 --classes 6 --seed 0
 fi
 $PY manage.py migrate --noinput >"$DEMO/migrate.log" 2>&1 || { cat "$DEMO/migrate.log" >&2; exit 1; }
 $PY deploy/demo_lab.py setup "$DEMO/data"

@@ -169,14 +169,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cluster": {"k_video": 4, "k_audio": 4, "k_joint": 4, "iterations": 10, "pca_dim": 16},
         "optim": {"lr": 0.05},
     },
-    # The demo's budget: a few minutes on a 2-core CPU.
+    # The demo's budget: a few minutes on a 2-core CPU for a few hundred videos, with the tiny preset's inputs (so
+    # the tiny evaluation protocols apply) but a wider network trained long enough to learn (`make compare`: on 350
+    # generated videos XDC's linear probe beats random init 0.93 to 0.52). K over-clusters a handful of classes.
     "small": {
-        "rounds": 4, "epochs_per_round": 2, "batch_size": 16, "log_every": 5,
-        "data": {"clip_frames": 8, "fps": 8.0, "resize_short": 64, "crop_size": 56, "n_mels": 40,
-                 "num_workers": 2, "clips_per_video": 2},
+        "rounds": 4, "epochs_per_round": 3, "batch_size": 16, "log_every": 10,
+        "data": {"clip_frames": 4, "fps": 8.0, "resize_short": 40, "crop_size": 32, "n_mels": 32,
+                 "num_workers": 2, "clips_per_video": 4, "extract_clips": 2},
         "model": {"video_width": 16, "audio_width": 16},
-        "cluster": {"k_video": 8, "k_audio": 8, "k_joint": 8, "iterations": 20, "pca_dim": 32},
-        "optim": {"lr": 0.05},
+        "cluster": {"k_video": 24, "k_audio": 24, "k_joint": 24, "iterations": 10, "pca_dim": 32},
+        "optim": {"lr": 0.03, "warmup_epochs": 1},
     },
 }
 
