@@ -22,8 +22,8 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-
 from django.db.models import Q  # noqa: E402
+
 from webapp.lab import services  # noqa: E402
 from webapp.lab.models import Dataset, Job, Membership, Team  # noqa: E402
 from xdc.config import load_config  # noqa: E402

@@ -123,8 +123,8 @@ GPU_FULL = Sizes(mode="full", videos=128, video_size=(172, 128), seconds=4.0, wi
                  crop=112, batch=32, warmup=5, iters=10, repeats=3, rounds=4, clips_per_video=4, k=16,
                  train_workers=8, log_every=4, data_clips=512, data_workers=(0, 2, 8), points=20000, dim=128,
                  clusters=64, iterations=20)
-GPU_QUICK = replace(GPU_FULL, mode="quick", videos=64, frames=8, rounds=2, warmup=3, iters=5, repeats=2, clips_per_video=2,
-                    data_clips=256, points=5000, dim=64, clusters=32)
+GPU_QUICK = replace(GPU_FULL, mode="quick", videos=64, frames=8, rounds=2, warmup=3, iters=5, repeats=2,
+                    clips_per_video=2, data_clips=256, points=5000, dim=64, clusters=32)
 
 
 @dataclass

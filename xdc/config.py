@@ -170,7 +170,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"lr": 0.05},
     },
     # The demo's budget: a few minutes on a 2-core CPU for a few hundred videos, with the tiny preset's inputs (so
-    # the tiny evaluation protocols apply) but a wider network trained long enough to learn (`make compare`: on 350
+    # the tiny evaluation protocols apply) but a wider network trained long enough to learn (`make compare`: on 360
     # generated videos XDC's linear probe beats random init 0.93 to 0.52). K over-clusters a handful of classes.
     "small": {
         "rounds": 4, "epochs_per_round": 3, "batch_size": 16, "log_every": 10,
