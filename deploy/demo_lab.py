@@ -36,6 +36,7 @@ DATASETS = (("demo-videos", "folder", "."), ("demo-ucf101", "ucf101", "ucf101"),
 # small preset's (4 frames of 32 px, 32 mel bands).
 EVALUATIONS = (("demo-ucf101", "linear", 1), ("demo-esc50", "svm", 1))
 EVAL_PRESET = "tiny"
+BASELINE_NAME = "demo: random-init baseline"
 
 
 def setup(data: Path) -> None:
@@ -70,7 +71,7 @@ def submit() -> None:
                     "protocol": protocol, "split": split, "preset": EVAL_PRESET,
                     "width": config["model"]["video_width"]}
         services.submit_jobs(user, team, Job.Kind.EVALUATE, [baseline], dataset=dataset, resource="cpu", gpus=0,
-                             priority=6, name="demo: random-init baseline")
+                             priority=6, name=BASELINE_NAME)
     print(job.pk)
 
 
@@ -79,7 +80,7 @@ def wait(job_id: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        jobs = list(Job.objects.filter(Q(pk=job_id) | Q(parent_id=job_id) | Q(name="demo: random-init baseline"))
+        jobs = list(Job.objects.filter(Q(pk=job_id) | Q(parent_id=job_id) | Q(name=BASELINE_NAME))
                     .order_by("pk"))
         line = "  ".join(f"#{j.pk} {j.kind} {j.status} {j.progress:4.0%}" for j in jobs)
         if line != last:

@@ -20,7 +20,6 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from webapp.lab import services
-from webapp.lab.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def run_attempt(job) -> None:
         return
     finally:
         heartbeat.stop()
-    if not _still_ours(job):
+    if not services.still_owned(job.id, _owner(job)):
         log.warning("job %s attempt %s lost its row to another attempt; recording nothing", job.id, job.attempt)
     elif stopped:
         services.mark_cancelled(job.id, owner=_owner(job))
@@ -53,13 +52,9 @@ def run_attempt(job) -> None:
 
 
 def _owner(job) -> dict:
-    """The final UPDATE is conditional on this attempt still owning the row: checking first and writing after
-    would leave a gap in which a stale-job sweep and another worker's claim could slip."""
+    """The final UPDATE is itself conditional on this attempt still owning the row (the check before it only picks
+    the log line): a stale-job sweep and another worker's claim could slip between a check and a write."""
     return {"worker": job.worker, "attempt": job.attempt}
-
-
-def _still_ours(job) -> bool:
-    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempt=job.attempt).exists()
 
 
 def _pretrain(job, tracker, heartbeat) -> tuple[dict | None, bool]:

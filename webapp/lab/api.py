@@ -10,7 +10,6 @@ import functools
 import json
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -158,7 +157,7 @@ def _configs(body: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise services.LabError({"grid": ["grid must map config keys to lists of values"]})
     return [cfg for base in configs
-            for cfg in services.expand_grid(base, grid, limit=settings.LAB_MAX_GRID, base_count=len(configs))]
+            for cfg in services.expand_grid(base, grid, base_count=len(configs))]
 
 
 def _dataset(body: dict[str, Any], team) -> Dataset | None:

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 from django import forms
-from django.conf import settings
 
 from webapp.lab import services
 from webapp.lab.models import Dataset, Job, Team
@@ -84,7 +83,7 @@ class TeamFormMixin:
     @staticmethod
     def _expand(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
         try:
-            return services.expand_grid(base, axes, limit=settings.LAB_MAX_GRID)
+            return services.expand_grid(base, axes)
         except services.LabError as exc:
             raise forms.ValidationError(exc.errors["grid"]) from None
 

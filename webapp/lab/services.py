@@ -110,13 +110,13 @@ def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, limit: 
     """One config per combination of the axes' values, in order (first axis slowest). An axis is a dotted config key
     or an alias in GRID_ALIASES ('cluster.k' sets k_video, k_audio and k_joint together). No axes: [base].
 
-    With `limit`, LabError('grid') before anything is built when base_count × the grid's size exceeds it, so a
-    request for millions of combinations costs nothing."""
+    LabError('grid') before anything is built when base_count × the grid's size exceeds `limit` (LAB_MAX_GRID by
+    default), so a request for millions of combinations costs nothing."""
     axes = {axis: list(values) for axis, values in axes.items()}
-    if limit is not None:
-        size = base_count * math.prod(len(values) or 1 for values in axes.values())
-        if size > limit:
-            raise LabError({"grid": [f"this grid makes {size} jobs; the limit is {limit} (LAB_MAX_GRID)"]})
+    limit = settings.LAB_MAX_GRID if limit is None else limit
+    size = base_count * math.prod(len(values) or 1 for values in axes.values())
+    if size > limit:
+        raise LabError({"grid": [f"this grid makes {size} jobs; the limit is {limit} (LAB_MAX_GRID)"]})
     configs = [dict(base)]
     for axis, values in axes.items():
         if not values:
@@ -166,8 +166,9 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
 
 def _check_meta(*, priority: int, resource: str, gpus: int, name: str = "") -> None:
     errors: dict[str, list[str]] = {}
-    if not isinstance(name, str) or len(name) > Job._meta.get_field("name").max_length:
-        errors["name"] = [f"name must be text of at most {Job._meta.get_field('name').max_length} characters"]
+    longest = Job._meta.get_field("name").max_length
+    if not isinstance(name, str) or len(name) > longest:
+        errors["name"] = [f"name must be text of at most {longest} characters"]
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
         errors["priority"] = [f"priority must be an integer 0-9, got {priority!r}"]
     if resource not in Job.Resource.values:
@@ -311,6 +312,11 @@ def _active(job_id: int, owner: dict[str, Any] | None):
     if owner:
         rows = rows.filter(status=Job.Status.RUNNING, worker=owner["worker"][:200], attempt=owner["attempt"])
     return rows
+
+
+def still_owned(job_id: int, owner: dict[str, Any]) -> bool:
+    """Whether the attempt `owner` ({worker, attempt}) still holds the job's row."""
+    return _active(job_id, owner).exists()
 
 
 def finish_job(job_id: int, *, record: dict[str, Any] | None = None, owner: dict[str, Any] | None = None) -> Job | None:
@@ -526,14 +532,16 @@ def leaderboard(team: Team, *, variant: str | None = None, dataset: Dataset | in
     if dataset:
         pretrains = pretrains.filter(dataset=dataset)
     wanted = {job.pk: job for job in pretrains}
+    datasets = list(team.datasets.all())
+    by_pk = {d.pk: d for d in datasets}
+    by_path = {d.path: d for d in datasets}  # an API evaluation may name its data by path alone
     for job in wanted.values():
         row = _pretrain_row(rows, job)
         if job.is_active:
             for spec in job.evaluations or []:
-                _spec_column(row, spec, team).pending += 1
+                _spec_column(row, spec, by_pk.get(spec.get("dataset"))).pending += 1
     evaluations = Job.objects.filter(team=team, kind=Job.Kind.EVALUATE).select_related("parent", "result",
                                                                                          "dataset")
-    by_path = {d.path: d for d in team.datasets.all()}  # an API evaluation may name its data by path alone
     for job in evaluations:
         row = _evaluation_row(rows, job, wanted, filtered=bool(variant or dataset))
         if row is None:
@@ -574,8 +582,7 @@ def evaluation_column(cfg: dict[str, Any], dataset: Dataset | None = None) -> tu
     return benchmark, protocol
 
 
-def _spec_column(row: Row, spec: dict[str, Any], team: Team) -> Cell:
-    dataset = Dataset.objects.filter(pk=spec.get("dataset"), team=team).first()
+def _spec_column(row: Row, spec: dict[str, Any], dataset: Dataset | None) -> Cell:
     return row.cell(evaluation_column({**spec, "benchmark": dataset.benchmark if dataset else "?"}, dataset))
 
 
