@@ -62,13 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     ev.set_defaults(handler=_evaluate)
 
     make = commands.add_parser("make-dataset", help="generate a dataset of real encoded media files")
-    make.add_argument("kind", choices=["synthetic"])
+    make.add_argument("kind", choices=["synthetic", "spoken-digits", "instrument-glyphs"],
+                      help="synthetic: drifting stripes with tones (the smoke-test set); spoken-digits and "
+                           "instrument-glyphs: real material (xdc.data.material)")
     make.add_argument("out", help="output directory")
     make.add_argument("--videos", type=int, default=48)
-    make.add_argument("--classes", type=int, default=6)
+    make.add_argument("--classes", type=int, default=6, help="synthetic only; the real-material sets have their own")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--duration", type=float, default=3.0, help="seconds per video")
+    make.add_argument("--duration", type=float, default=3.0, help="seconds per video (synthetic only)")
     make.set_defaults(handler=_make_dataset)
+
+    compare = commands.add_parser("compare", help="every variant on every set, same budget, measured downstream")
+    compare.add_argument("--out", default="compare-results", help="working folder; a rerun resumes from it")
+    compare.add_argument("--sets", default="synthetic,spoken-digits,instrument-glyphs")
+    compare.add_argument("--variants", default="xdc,mdc,cdc,sdc,supervised")
+    compare.add_argument("--seeds", default="0,1,2")
+    compare.add_argument("--preset", default="small", help="the pretraining budget (default: small)")
+    compare.add_argument("--videos", type=int, default=480, help="videos per generated set")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a pretraining config key for every run (repeatable)")
+    compare.set_defaults(handler=_compare)
 
     bench = commands.add_parser("bench", help="benchmarks: trainer vs plain loop, data pipeline, clustering")
     bench.add_argument("--out", default="bench-results", help="directory for the dataset and the JSON result")
@@ -154,13 +167,36 @@ def _metrics_line(record: dict) -> str:
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
+    from xdc.data.material import make_material_set
     from xdc.data.synthetic import make_synthetic
 
-    summary = make_synthetic(Path(args.out), videos=args.videos, seed=args.seed, classes=args.classes,
-                             duration=args.duration)
+    if args.kind == "synthetic":
+        summary = make_synthetic(Path(args.out), videos=args.videos, seed=args.seed, classes=args.classes,
+                                 duration=args.duration)
+    else:
+        summary = make_material_set(args.kind, Path(args.out), videos=args.videos, seed=args.seed)
     print(f"wrote {summary.videos} videos of {len(summary.classes)} classes ({summary.mismatched} with mismatched "
           f"audio) to {summary.root}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from xdc.compare import run_comparison
+    from xdc.errors import ConfigError
+
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    report = run_comparison(Path(args.out), sets=_names(args.sets), variants=_names(args.variants), seeds=seeds,
+                            preset=args.preset, videos=args.videos, overrides=args.overrides)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -135,14 +135,18 @@ def uniform_weights(assignments: list[np.ndarray]) -> np.ndarray:
 
 
 def diagnostics(assignments: dict[str, np.ndarray], *, previous: dict[str, np.ndarray] | None = None,
-                labels: np.ndarray | None = None) -> dict[str, float]:
+                labels: np.ndarray | None = None, factors: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per-round cluster quality: agreement between modalities, stability across rounds, balance, and (when the
-    data has labels) NMI and purity against them. `assignments` maps a space to N labels; -1 marks missing rows."""
+    data has labels) NMI and purity against them; the same against each known nuisance factor (`factors`: name ->
+    N codes), which tells whether a clustering follows the class or a nuisance. `assignments` maps a space to N
+    labels; -1 marks missing rows (in assignments, labels and factors alike)."""
     metrics: dict[str, float] = {}
     spaces = list(assignments)
     for i, a in enumerate(spaces):
         for b in spaces[i + 1:]:
             metrics[f"nmi_{a}_{b}"] = _nmi(assignments[a], assignments[b])
+    known = {"labels": labels} if labels is not None and (labels >= 0).any() else {}
+    known.update({f"factor_{name}": codes for name, codes in (factors or {}).items() if (codes >= 0).any()})
     for space, labels_now in assignments.items():
         sizes = np.bincount(labels_now[labels_now >= 0])
         share = sizes / max(1, sizes.sum())
@@ -152,9 +156,9 @@ def diagnostics(assignments: dict[str, np.ndarray], *, previous: dict[str, np.nd
         metrics[f"nonempty_{space}"] = float(len(nonzero))
         if previous is not None and space in previous:
             metrics[f"stability_{space}"] = _nmi(labels_now, previous[space])
-        if labels is not None and (labels >= 0).any():
-            metrics[f"nmi_labels_{space}"] = _nmi(labels_now, labels)
-            metrics[f"purity_labels_{space}"] = purity(labels_now, labels)
+        for name, truth in known.items():
+            metrics[f"nmi_{name}_{space}"] = _nmi(labels_now, truth)
+            metrics[f"purity_{name}_{space}"] = purity(labels_now, truth)
     return metrics
 
 

@@ -67,9 +67,13 @@ class ModelConfig:
 
     video_width: int = 64
     audio_width: int = 64
+    video_input: str = "rgb"  # rgb | grey | sobel: a fixed first layer against colour clusters (DeepCluster)
+    audio_norm: str = "none"  # none | clip: standardise each log-mel clip, so loudness is not a feature
 
     def validate(self) -> None:
         _positive(self, "video_width", "audio_width")
+        _choice(self, "video_input", ("rgb", "grey", "sobel"))
+        _choice(self, "audio_norm", ("none", "clip"))
 
 
 @dataclass

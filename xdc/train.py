@@ -9,6 +9,7 @@ shard feature extraction and training; rank 0 clusters, logs and writes checkpoi
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import time
@@ -146,10 +147,17 @@ class _Pretraining:
         if self.variant.needs_labels and not self.data.labeled:
             raise DataError(f"variant {self.variant.name!r} needs labels; layout {self.cfg.data.layout!r} at "
                             f"{self.cfg.data.path} has none")
-        for space in self.variant.spaces:
+        for space in self._clustered_spaces():
             k = self._k(space)
             if k > n:
                 raise ConfigError(f"cluster.k_{space}={k} exceeds the {n} usable videos")
+
+    def _clustered_spaces(self) -> tuple[str, ...]:
+        """The variant's target spaces and, on data with labels or known factors, the other spaces too: clustered
+        only to diagnose what each modality's (and the joint) features follow, never trained on."""
+        if not self.variant.spaces or not (self.data.labeled or self.data.factors):
+            return self.variant.spaces
+        return self.variant.spaces + tuple(s for s in ("video", "audio", "joint") if s not in self.variant.spaces)
 
     def _k(self, target: str) -> int:
         if target == "label":
@@ -171,7 +179,8 @@ class _Pretraining:
     def _build(self, state: dict[str, Any] | None) -> None:
         _seed_everything(self.cfg.seed)
         heads = {h.name: (h.encoder, self._k(h.target)) for h in self.variant.heads}
-        model = AVModel(video_width=self.cfg.model.video_width, audio_width=self.cfg.model.audio_width, heads=heads)
+        model = AVModel(video_width=self.cfg.model.video_width, audio_width=self.cfg.model.audio_width, heads=heads,
+                        video_input=self.cfg.model.video_input, audio_norm=self.cfg.model.audio_norm)
         self.model = model.to(self.device)
         if self.cfg.channels_last and self.device.type == "cuda":
             self.model.video.to(memory_format=torch.channels_last_3d)
@@ -263,11 +272,12 @@ class _Pretraining:
 
     def _cluster(self, features: dict[str, np.ndarray], round_index: int) -> dict[str, np.ndarray]:
         valid = features.pop("count") > 0
-        if "joint" in self.variant.spaces:
+        spaces = self._clustered_spaces()
+        if "joint" in spaces:
             features["joint"] = _joint_features(features["video"], features["audio"],
                                                 self.out_dir / "features" / "joint.npy")
         assignments = {}
-        for offset, space in enumerate(self.variant.spaces):
+        for offset, space in enumerate(spaces):
             labels = np.full(len(valid), -1, dtype=np.int64)
             rows = features[space] if valid.all() else features[space][valid]
             try:
@@ -285,16 +295,20 @@ class _Pretraining:
 
     def _report_round(self, assignments: dict[str, np.ndarray], valid: np.ndarray, round_index: int) -> None:
         labels = np.array([v.label for v in self.data.videos]) if self.data.labeled else None
-        metrics = diagnostics(assignments, previous=self.previous or None, labels=labels)
+        metrics = diagnostics(assignments, previous=self.previous or None, labels=labels,
+                              factors=self.data.factors.codes)
         metrics["extract_failed"] = float((~valid).sum())
         self.round_metrics = metrics
         self.tracker.log_metrics({f"cluster/{k}": v for k, v in metrics.items()}, step=round_index)
         table = write_assignments(self.out_dir / "assignments" / f"round_{round_index:03d}.csv",
-                                  self.data.videos, assignments, self.data.classes)
+                                  self.data.videos, assignments, self.data.classes, self.data.factors)
         plot = write_round_plot(self.out_dir / "diagnostics" / f"round_{round_index:03d}.png",
                                 assignments, round_index, metrics)
+        summary = self.out_dir / "diagnostics" / f"round_{round_index:03d}.json"
+        summary.write_text(json.dumps(metrics, indent=1, sort_keys=True))
         self.tracker.log_artifact(table, "assignments")
         self.tracker.log_artifact(plot, "diagnostics")
+        self.tracker.log_artifact(summary, "diagnostics")
 
     def _epoch_requests(self) -> np.ndarray:
         """This rank's clips for the current epoch, from a generator seeded by (seed, round, epoch)."""

@@ -260,3 +260,26 @@ def test_no_label_metrics_without_labels():
     assert not any("labels" in key for key in diagnostics({"joint": assignments}))
     unlabeled = diagnostics({"joint": assignments}, labels=np.full(4, -1))
     assert not any("labels" in key for key in unlabeled)
+
+
+def test_factor_diagnostics_tell_which_nuisance_a_clustering_follows():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)  # 100 clips of 4 classes
+    colour = rng.integers(0, 3, size=100)
+    speaker = rng.integers(0, 5, size=100)
+    speaker[:10] = -1  # unknown for some clips
+    by_colour = colour.copy()  # a clustering that follows colour, not the class
+    metrics = diagnostics({"video": by_colour, "audio": labels}, labels=labels,
+                          factors={"colour": colour, "speaker": speaker})
+    assert metrics["nmi_factor_colour_video"] == pytest.approx(1.0)
+    assert metrics["purity_factor_colour_video"] == pytest.approx(1.0)
+    assert metrics["nmi_labels_video"] < 0.1 and metrics["nmi_labels_audio"] == pytest.approx(1.0)
+    assert metrics["nmi_factor_speaker_audio"] < 0.2
+    assert metrics["nmi_factor_speaker_video"] == pytest.approx(
+        normalized_mutual_info_score(by_colour[10:], speaker[10:]))  # unknown values are left out
+
+
+def test_a_factor_nobody_knows_gives_no_metric():
+    assignments = {"video": np.array([0, 1, 0, 1])}
+    metrics = diagnostics(assignments, factors={"colour": np.full(4, -1)})
+    assert not any("colour" in key for key in metrics)

@@ -174,6 +174,8 @@ def test_it_accepts_whole_floats_for_integers():
     ("cluster.pca_dim=-1", "cluster.pca_dim"),
     ("optim.name=rmsprop", "optim.name"),
     ("optim.schedule=linear", "optim.schedule"),
+    ("model.video_input=hsv", "model.video_input"),
+    ("model.audio_norm=db", "model.audio_norm"),
     ("optim.lr=0", "optim.lr"),
     ("optim.momentum=-0.1", "optim.momentum"),
 ])

@@ -162,3 +162,31 @@ def test_round_assignments_follow_the_seed(synthetic_root, tmp_path):
         runs.append(load_latest(tmp_path / name / "checkpoints")["previous"])
     for space in ("video", "audio"):
         np.testing.assert_array_equal(runs[0][space], runs[1][space])
+
+
+def test_on_data_with_known_factors_it_logs_what_each_clustering_follows(tmp_path):
+    from xdc.data.material import make_material_set
+
+    data = make_material_set("spoken-digits", tmp_path / "set", videos=20, seed=0, layouts=False).root
+    tracker = NullTracker()
+    pretrain(tiny(data, "rounds=1"), tracker, out_dir=tmp_path / "run")
+
+    # XDC trains on the video and audio clusters; the joint space is clustered too, to diagnose, not to train.
+    for space in ("video", "audio", "joint"):
+        assert f"cluster/nmi_labels_{space}" in tracker.metrics
+        for factor in ("ink", "background", "drift", "speaker", "loudness", "audio_class"):
+            assert f"cluster/nmi_factor_{factor}_{space}" in tracker.metrics
+            assert f"cluster/purity_factor_{factor}_{space}" in tracker.metrics
+    table = (tmp_path / "run" / "assignments" / "round_000.csv").read_text().splitlines()
+    assert table[0].split(",") == ["path", "cluster_video", "cluster_audio", "cluster_joint", "label", "ink",
+                                   "background", "drift", "speaker", "loudness", "audio_class"]
+    assert {"diagnostics/round_000.json", "diagnostics/round_000.png"} <= set(tracker.artifacts)
+    final = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
+    assert set(final["config"]["model"]) >= {"video_input", "audio_norm"}
+
+
+def test_the_input_layers_train_and_are_kept_in_the_checkpoint(synthetic_root, tmp_path):
+    cfg = tiny(synthetic_root, "rounds=1", "model.video_input=sobel", "model.audio_norm=clip")
+    result = pretrain(cfg, NullTracker(), out_dir=tmp_path / "run")
+    final = torch.load(result.final_checkpoint, weights_only=True)
+    assert final["config"]["model"]["video_input"] == "sobel" and final["config"]["model"]["audio_norm"] == "clip"

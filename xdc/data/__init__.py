@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from xdc.config import DataConfig
 from xdc.data.clips import Video
+from xdc.data.factors import Factors, read_factors
 from xdc.data.index import Screened, build_index, screen
 from xdc.data.layouts import Listing, read_layout
 from xdc.errors import DataError
@@ -19,6 +20,7 @@ class VideoSet:
     classes: list[str]
     screened: Screened
     listing: Listing
+    factors: Factors  # known nuisances per video, from the dataset's factors.csv (empty without one)
 
     @property
     def labeled(self) -> bool:
@@ -41,4 +43,5 @@ def load_video_set(cfg: DataConfig, *, need_audio: bool = True) -> VideoSet:
         counts = ", ".join(f"{n} {reason}" for reason, n in screened.skipped_counts.items())
         raise DataError(f"no usable video in {cfg.path} ({len(samples)} files: {counts})")
     videos = [Video(e.path, e.info.duration, labels[e.path]) for e in screened.usable]
-    return VideoSet(videos, list(listing.classes), screened, listing)
+    factors = read_factors(listing.root, [v.path for v in videos])
+    return VideoSet(videos, list(listing.classes), screened, listing, factors)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from xdc.data.factors import FACTORS_CSV
 from xdc.errors import DataError
 
 VIDEO_ENCODERS = {"h264": "libx264", "mpeg4": "mpeg4", "vp8": "libvpx", "vp9": "libvpx-vp9"}
@@ -206,31 +208,67 @@ def make_synthetic(out: Path, *, videos: int, seed: int = 0, classes: int = 6, d
     (out/ucf101: AVI with H.264 + PCM, classInd and three train/test splits) and an ESC-50 tree (out/esc50: the
     sound tracks as WAV plus meta/esc50.csv). `mismatch` is the fraction of clips given another class's sound.
     """
-    out = Path(out)
     _check_synthetic_arguments(videos=videos, classes=classes, duration=duration, fps=fps, size=size,
                                sample_rate=sample_rate, mismatch=mismatch)
-    if (out / "labels.csv").exists():
-        raise DataError(f"{out} already holds a dataset (labels.csv exists); choose an empty folder")
-    names = _class_names(classes)
-    plans = _plan_clips(videos=videos, classes=classes, mismatch=mismatch, seed=seed)
-    ucf_names = _assign_ucf_names(plans)
-    esc_folds = _assign_esc_folds(plans)
-    for plan in plans:
+
+    def render(plan: ClipPlan) -> RenderedClip:
         frames, audio = _render_clip(plan, classes=classes, duration=duration, fps=fps, size=size,
                                      sample_rate=sample_rate)
-        write_media(out / _video_path(plan), frames=frames, fps=fps, audio=audio, sample_rate=sample_rate)
+        return RenderedClip(frames, audio)
+
+    plans = plan_clips(videos=videos, classes=classes, mismatch=mismatch, seed=seed)
+    return write_av_dataset(Path(out), plans, _class_names(classes), render, fps=fps, sample_rate=sample_rate,
+                            layouts=layouts)
+
+
+@dataclass
+class RenderedClip:
+    frames: np.ndarray  # T x H x W x 3, uint8
+    audio: np.ndarray  # N, float32 in [-1, 1]
+    factors: dict[str, str] = field(default_factory=dict)  # known nuisances of this clip: name -> value
+
+
+
+def write_av_dataset(out: Path, plans: list[ClipPlan], names: list[str], render: Callable[[ClipPlan], RenderedClip],
+                     *, fps: float, sample_rate: int, layouts: bool = True) -> SyntheticSummary:
+    """Render every planned clip and write it as out/videos (with labels.csv) and, with `layouts`, as the UCF101
+    and ESC-50 trees. Each tree's root also gets factors.csv: per file, the clip's known nuisance factors and the
+    class of its sound (`audio_class`), which pretraining reads to tell what its clusters follow."""
+    if (out / "labels.csv").exists():
+        raise DataError(f"{out} already holds a dataset (labels.csv exists); choose an empty folder")
+    ucf_names = _assign_ucf_names(plans)
+    esc_folds = _assign_esc_folds(plans)
+    factors: dict[str, list[tuple[str, dict[str, str]]]] = {"": [], "ucf101": [], "esc50": []}
+    for plan in plans:
+        clip = render(plan)
+        clip_factors = {**clip.factors, "audio_class": names[plan.audio_label]}
+        files = {"": _video_path(plan)}
+        write_media(out / files[""], frames=clip.frames, fps=fps, audio=clip.audio, sample_rate=sample_rate)
         if layouts:
-            write_media(out / "ucf101" / "UCF-101" / _ucf_path(names[plan.label], ucf_names[plan.index]),
-                        frames=frames, fps=fps, audio=audio, sample_rate=sample_rate, audio_codec="pcm_s16le")
-            write_media(out / "esc50" / "audio" / _esc_filename(plan, esc_folds[plan.index]), frames=None, fps=fps,
-                        audio=audio, sample_rate=sample_rate, audio_codec="pcm_s16le")
+            files["ucf101"] = "UCF-101/" + _ucf_path(names[plan.label], ucf_names[plan.index])
+            files["esc50"] = "audio/" + _esc_filename(plan, esc_folds[plan.index])
+            write_media(out / "ucf101" / files["ucf101"], frames=clip.frames, fps=fps, audio=clip.audio,
+                        sample_rate=sample_rate, audio_codec="pcm_s16le")
+            write_media(out / "esc50" / files["esc50"], frames=None, fps=fps, audio=clip.audio,
+                        sample_rate=sample_rate, audio_codec="pcm_s16le")
+        for tree, relative in files.items():
+            factors[tree].append((relative, clip_factors))
+    for tree, rows in factors.items():
+        if rows:
+            _write_factors(out / tree / FACTORS_CSV, rows)
     if layouts:
         _write_ucf_lists(out / "ucf101" / "ucfTrainTestlist", plans, names, ucf_names)
         _write_esc_meta(out / "esc50" / "meta" / "esc50.csv", plans, names, esc_folds)
     # labels.csv goes last: its presence marks a finished dataset.
     _write_labels(out / "labels.csv", plans, names)
-    return SyntheticSummary(root=out, videos=videos, classes=names,
+    return SyntheticSummary(root=out, videos=len(plans), classes=names,
                             mismatched=sum(plan.mismatched for plan in plans))
+
+
+def _write_factors(path: Path, rows: list[tuple[str, dict[str, str]]]) -> None:
+    columns = list(dict.fromkeys(name for _, values in rows for name in values))
+    _write_csv(path, ["path", *columns], [[relative, *(values.get(c, "") for c in columns)]
+                                          for relative, values in rows])
 
 
 def _check_synthetic_arguments(*, videos, classes, duration, fps, size, sample_rate, mismatch) -> None:
@@ -257,7 +295,7 @@ def _class_names(count: int) -> list[str]:
             for i in range(count)]
 
 
-def _plan_clips(*, videos: int, classes: int, mismatch: float, seed: int) -> list[ClipPlan]:
+def plan_clips(*, videos: int, classes: int, mismatch: float, seed: int) -> list[ClipPlan]:
     plan_seed, *clip_seeds = np.random.SeedSequence(seed).spawn(videos + 1)
     rng = np.random.default_rng(plan_seed)
     labels = rng.permutation(np.arange(videos) % classes)

@@ -5,8 +5,10 @@ does not fit its declared architecture, a missing modality, an audio front end o
 ConfigError. `build_encoder` then loads or trains it.
 
 The supervised baseline has no downloadable weights offline, so it is a `variant=supervised` pretraining
-(xdc.train.pretrain, ground-truth labels supervise both encoders) with the model and input config of the protocol's
-preset, trained once per (config, training files) and cached under `$XDC_CACHE/supervised/<key>/final.pt`.
+(xdc.train.pretrain, ground-truth labels supervise both encoders), trained once per (config, training files) and
+cached under `$XDC_CACHE/supervised/<key>/final.pt`. Its budget is a pretraining preset that learns, whatever the
+protocol's preset: the tiny protocols get the `small` pretraining (the same inputs, a wider network trained for
+twelve epochs), the full protocols the full defaults; the record's `checkpoint.budget` says which.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from xdc.errors import ConfigError, XDCError
 from xdc.models import AudioResNet18, R2Plus1D18
 
 DEFAULT_WIDTH = {"": 64, "tiny": 8}
+# Protocol preset -> the pretraining preset the supervised baseline trains with ("" = the full defaults).
+SUPERVISED_BUDGET = {"": "", "tiny": "small"}
 AUDIO_FRONT_END = ("sample_rate", "n_mels", "window_ms", "hop_ms")
 _NOT_HASHED = {"device", "precision", "log_every", "run_name", "experiment"}
 
@@ -45,6 +49,7 @@ class EncoderPlan:
     pretrain_run_id: str | None = None
     supervised: PretrainConfig | None = None
     supervised_files: list[tuple[str, str]] | None = None  # (absolute path, class name)
+    budget: str | None = None  # the supervised baseline's pretraining preset ("full" for the defaults)
 
     @property
     def short(self) -> str:
@@ -77,7 +82,7 @@ def build_encoder(plan: EncoderPlan, *, seed: int, on_progress: Callable | None 
         plan.path, plan.state = final, _read_checkpoint(final)
         plan.pretrain_run_id = tracked_run_id(plan.state.get("run_id"))
     torch.manual_seed(seed)
-    encoder = _architecture(plan.modality, plan.width)
+    encoder = _architecture(plan.modality, plan.width, _input_layer(plan))
     if plan.state is not None:
         encoder.load_state_dict(plan.state[plan.modality])
     return encoder, _identity(plan)
@@ -92,6 +97,7 @@ def _identity(plan: EncoderPlan) -> dict[str, Any]:
         "pretrain_run_id": plan.pretrain_run_id or None,
         "modality": plan.modality,
         "width": plan.width,
+        "budget": plan.budget,
     }
 
 
@@ -108,8 +114,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _architecture(modality: str, width: int) -> nn.Module:
-    return R2Plus1D18(width=width) if modality == "video" else AudioResNet18(width=width)
+def _architecture(modality: str, width: int, input_layer: str = "") -> nn.Module:
+    if modality == "video":
+        return R2Plus1D18(width=width, input=input_layer or "rgb")
+    return AudioResNet18(width=width, norm=input_layer or "none")
+
+
+def _input_layer(plan: EncoderPlan) -> str:
+    """The encoder's fixed input layer (model.video_input / model.audio_norm) as its pretraining configured it."""
+    if plan.state is None:
+        return ""
+    model = PretrainConfig.from_dict(plan.state["config"]).model
+    return model.video_input if plan.modality == "video" else model.audio_norm
 
 
 # -- pretrained checkpoints -------------------------------------------------------------------------------------
@@ -173,7 +189,8 @@ def _check_front_end(path: Path, config: PretrainConfig, params: dict) -> None:
 
 def _plan_supervised(*, modality: str, preset: str, width: int, seed: int, device: str, workers: int,
                      supervised_data: str, train_files: list[tuple[str, str]] | None) -> EncoderPlan:
-    width = width or DEFAULT_WIDTH[preset]
+    budget = SUPERVISED_BUDGET[preset]
+    width = width or getattr(load_config(preset=budget or None).model, f"{modality}_width")
     if supervised_data:
         files = _labelled_videos(supervised_data, workers)
     elif modality == "video" and train_files:
@@ -183,11 +200,12 @@ def _plan_supervised(*, modality: str, preset: str, width: int, seed: int, devic
                           "a labelled folder of videos with sound (labels.csv) to train the baseline on")
     overrides = ["variant=supervised", f"seed={seed}", f"device={device}", f"model.video_width={width}",
                  f"model.audio_width={width}", "data.layout=folder", f"data.num_workers={max(workers, 0)}"]
-    cfg = load_config(preset=preset or None, overrides=overrides)
+    cfg = load_config(preset=budget or None, overrides=overrides)
     key = _supervised_key(cfg, files)
     folder = default_cache_dir() / "supervised" / key
     cfg.data.path = str(folder / "data")
-    return EncoderPlan("supervised", modality, width, variant="supervised", supervised=cfg, supervised_files=files)
+    return EncoderPlan("supervised", modality, width, variant="supervised", supervised=cfg, supervised_files=files,
+                       budget=budget or "full")
 
 
 def _labelled_videos(root: str, workers: int) -> list[tuple[str, str]]:

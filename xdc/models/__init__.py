@@ -17,10 +17,11 @@ class AVModel(nn.Module):
     `heads` maps a head name to (encoder, classes), e.g. {"video_from_audio": ("video", 64)}.
     """
 
-    def __init__(self, *, video_width: int, audio_width: int, heads: dict[str, tuple[str, int]]):
+    def __init__(self, *, video_width: int, audio_width: int, heads: dict[str, tuple[str, int]],
+                 video_input: str = "rgb", audio_norm: str = "none"):
         super().__init__()
-        self.video = R2Plus1D18(width=video_width)
-        self.audio = AudioResNet18(width=audio_width)
+        self.video = R2Plus1D18(width=video_width, input=video_input)
+        self.audio = AudioResNet18(width=audio_width, norm=audio_norm)
         self.head_encoders = {name: encoder for name, (encoder, _) in heads.items()}
         dims = {"video": self.video.feature_dim, "audio": self.audio.feature_dim}
         self.heads = nn.ModuleDict({name: nn.Linear(dims[enc], k) for name, (enc, k) in heads.items()})

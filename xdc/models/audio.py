@@ -7,15 +7,23 @@ Built from torchvision's ResNet blocks with a 1-channel stem.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 
 class AudioResNet18(ResNet):
-    """ResNet-18 over B x 1 x n_mels x frames, widths scaled by `width` (64 = ResNet-18), 8 x width-d features."""
+    """ResNet-18 over B x 1 x n_mels x frames, widths scaled by `width` (64 = ResNet-18), 8 x width-d features.
 
-    def __init__(self, *, width: int = 64):
+    `norm` = 'clip' standardises each spectrogram by its own mean and deviation first, so a clip's loudness (a
+    constant offset of its log-mel) cannot become what the features, and so the clusters, follow; 'none' keeps it.
+    """
+
+    def __init__(self, *, width: int = 64, norm: str = "none"):
         nn.Module.__init__(self)
+        if norm not in AUDIO_NORMS:
+            raise ValueError(f"audio norm must be one of {', '.join(AUDIO_NORMS)}, got {norm!r}")
+        self.norm = norm
         self.feature_dim = 8 * width
         self._norm_layer = nn.BatchNorm2d
         self.inplanes = width
@@ -38,3 +46,13 @@ class AudioResNet18(ResNet):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.constant_(module.weight, 1)
                 nn.init.constant_(module.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm == "clip":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)  # B x 1 x 1 x 1
+            std = x.std(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) / (std + 1e-5)
+        return super().forward(x)  # x: B x 1 x M x F -> B x feature_dim
+
+
+AUDIO_NORMS = ("none", "clip")

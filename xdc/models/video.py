@@ -7,15 +7,24 @@ state-dict keys) without the classifier, so its weights load into torchvision an
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, VideoResNet
 
 
 class R2Plus1D18(VideoResNet):
-    """R(2+1)D-18 whose channel widths scale with `width` (64 = the published network, 8 x width-d features)."""
+    """R(2+1)D-18 whose channel widths scale with `width` (64 = the published network, 8 x width-d features).
 
-    def __init__(self, *, width: int = 64):
+    `input` is a fixed, parameter-free first layer: 'rgb' (none), 'grey' (luminance in all three channels) or
+    'sobel' (horizontal and vertical Sobel edges of the luminance plus their magnitude): DeepCluster's defence
+    against clusters that follow colour rather than shape (Caron et al., ECCV 2018). It adds no weights, so the
+    state dict stays torchvision's.
+    """
+
+    def __init__(self, *, width: int = 64, input: str = "rgb"):
         nn.Module.__init__(self)
+        self.input_filter = VideoInputFilter(input)
         self.feature_dim = 8 * width
         self.inplanes = width
         self.stem = _stem(width)
@@ -26,6 +35,38 @@ class R2Plus1D18(VideoResNet):
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Identity()  # forward(x): B x 3 x T x H x W -> B x feature_dim
         _init_like_torchvision(self)
+
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.input_filter(x))  # x: B x 3 x T x H x W -> B x feature_dim
+
+
+VIDEO_INPUTS = ("rgb", "grey", "sobel")
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class VideoInputFilter(nn.Module):
+    """B x 3 x T x H x W -> B x 3 x T x H x W: identity, luminance, or Sobel edges of the luminance."""
+
+    def __init__(self, kind: str = "rgb"):
+        super().__init__()
+        if kind not in VIDEO_INPUTS:
+            raise ValueError(f"video input must be one of {', '.join(VIDEO_INPUTS)}, got {kind!r}")
+        self.kind = kind
+        sobel_x = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4
+        kernels = torch.stack([sobel_x, sobel_x.t()]).view(2, 1, 1, 3, 3)  # 2 x 1 x 1 x 3 x 3
+        self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("sobel", kernels, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rgb":
+            return x
+        grey = (x * self.luma.to(x.dtype)).sum(dim=1, keepdim=True)  # B x 1 x T x H x W
+        if self.kind == "grey":
+            return grey.expand(-1, 3, -1, -1, -1)
+        edges = F.conv3d(grey, self.sobel.to(x.dtype), padding=(0, 1, 1))  # B x 2 x T x H x W
+        magnitude = edges.pow(2).sum(dim=1, keepdim=True).add(1e-6).sqrt()
+        return torch.cat([edges, magnitude], dim=1)
 
 
 def _stem(width: int) -> nn.Sequential:

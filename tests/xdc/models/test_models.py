@@ -101,3 +101,41 @@ def test_reset_heads_renews_the_heads_and_keeps_the_encoders():
     assert len(head_keys) == 6 and encoder_keys
     assert all(not torch.equal(before[k], after[k]) for k in head_keys)
     assert all(torch.equal(before[k], after[k]) for k in encoder_keys)
+
+
+@pytest.mark.parametrize("kind", ["grey", "sobel"])
+def test_grey_and_sobel_inputs_ignore_colour_and_add_no_weights(kind):
+    torch.manual_seed(0)
+    encoder = R2Plus1D18(width=8, input=kind).eval()
+    assert encoder.state_dict().keys() == R2Plus1D18(width=8).state_dict().keys()
+    grey = torch.rand(2, 1, 4, 32, 32).expand(-1, 3, -1, -1, -1)
+    tinted = torch.zeros_like(grey)
+    tinted[:, 0] = grey[:, 0] / 0.299  # the same luminance, carried by the red channel alone
+    with torch.no_grad():
+        assert torch.allclose(encoder(grey), encoder(tinted), atol=1e-5)
+        assert not torch.allclose(encoder(grey), encoder(torch.rand(2, 3, 4, 32, 32)), atol=1e-3)
+
+
+def test_rgb_input_sees_colour():
+    encoder = R2Plus1D18(width=8).eval()
+    red, green = torch.zeros(1, 3, 4, 32, 32), torch.zeros(1, 3, 4, 32, 32)
+    red[:, 0], green[:, 1] = 1.0, 1.0
+    with torch.no_grad():
+        assert not torch.allclose(encoder(red), encoder(green))
+
+
+def test_clip_norm_makes_the_audio_encoder_blind_to_loudness():
+    torch.manual_seed(0)
+    spectrogram = torch.randn(2, 1, 32, 51)
+    normed, plain = AudioResNet18(width=8, norm="clip").eval(), AudioResNet18(width=8).eval()
+    with torch.no_grad():
+        louder = spectrogram + 3.0  # + 3 in log-mel: the same sound about 13 dB louder
+        assert torch.allclose(normed(spectrogram), normed(louder), atol=1e-4)
+        assert not torch.allclose(plain(spectrogram), plain(louder), atol=1e-3)
+
+
+def test_unknown_input_layers_are_refused():
+    with pytest.raises(ValueError, match="video input"):
+        R2Plus1D18(width=8, input="hsv")
+    with pytest.raises(ValueError, match="audio norm"):
+        AudioResNet18(width=8, norm="db")

@@ -1,0 +1,37 @@
+"""The comparison's report (the comparison itself is a benchmark, `make compare`) and its refusals."""
+
+import pytest
+
+from xdc.compare import Run, report, run_comparison
+from xdc.errors import ConfigError
+
+
+def run(encoder, seed, linear, svm, **diagnostics):
+    return Run("spoken-digits", encoder, seed, linear, svm, 60.0, diagnostics)
+
+
+def test_the_report_gives_mean_std_gap_closed_and_what_the_clusters_follow():
+    runs = [run("xdc", 0, 0.5, 0.6, nmi_labels_video=0.3, nmi_factor_ink_video=0.1, nmi_factor_speaker_video=0.2,
+                nmi_factor_background_video=0.05, nmi_labels_audio=0.4, nmi_video_audio=0.9),
+            run("xdc", 1, 0.7, 0.8, nmi_labels_video=0.5, nmi_factor_ink_video=0.3, nmi_factor_speaker_video=0.2,
+                nmi_factor_background_video=0.05, nmi_labels_audio=0.2),
+            run("supervised", 0, 0.9, 0.9), run("random", 0, 0.1, 0.5), run("random", 1, 0.1, 0.5)]
+    text = report(runs)
+    row = next(line for line in text.splitlines() if line.startswith("| xdc "))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:5] == ["xdc", "2", "0.600 ± 0.141", "62 %", "0.700 ± 0.141"]  # (0.6 - 0.1) / (0.9 - 0.1)
+    assert cells[5] == "class 0.40, ink 0.20, speaker 0.20"  # the two factors followed most, means over seeds
+    assert cells[6] == "class 0.30"
+    assert "| random | 2 | 0.100 ± 0.000 | 0 % |" in text
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"sets": ["kinetics"]}, "unknown set 'kinetics'"),
+    ({"variants": ["simclr"]}, "unknown variant 'simclr'"),
+    ({"seeds": []}, "at least one seed"),
+])
+def test_it_refuses_unknown_sets_variants_and_no_seeds_before_doing_anything(tmp_path, kwargs, message):
+    args = {"sets": ["synthetic"], "variants": ["xdc"], "seeds": [0], **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        run_comparison(tmp_path / "out", **args)
+    assert not (tmp_path / "out").exists()

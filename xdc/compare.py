@@ -1,0 +1,177 @@
+"""`xdc compare`: every variant under the same budget on every set, measured downstream, side by side.
+
+For each set (the generated smoke-test set and the real-material sets of xdc.data.material): generate it once,
+pretrain each variant with each seed on its UCF101 split-1 training videos (`--preset small` unless told
+otherwise), then measure every encoder, random init of the same width included, with the tiny protocols: video
+linear probe on the UCF101 split 1, audio SVM on the ESC-50 fold 1. The report gives mean ± std over seeds, the
+share of the random → supervised gap each variant closes, and the last round's cluster diagnostics (NMI of the
+video, audio and joint clusters with the class and with each known nuisance), so a number comes with its why.
+
+Everything is resumable: a finished pretraining or evaluation is read back, not redone. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xdc.config import load_config
+from xdc.data.material import make_material_set
+from xdc.data.synthetic import make_synthetic
+from xdc.errors import ConfigError
+from xdc.report import followed
+from xdc.tracking import NullTracker
+
+SETS: dict[str, Callable[[Path, int], object]] = {
+    "synthetic": lambda out, videos: make_synthetic(out, videos=videos, seed=0),
+    "spoken-digits": lambda out, videos: make_material_set("spoken-digits", out, videos=videos, seed=0),
+    "instrument-glyphs": lambda out, videos: make_material_set("instrument-glyphs", out, videos=videos, seed=0),
+}
+VARIANTS = ("xdc", "mdc", "cdc", "sdc", "supervised")
+PROBES = {"linear": ("ucf101", "ucf101"), "svm": ("esc50", "esc50")}  # protocol -> (benchmark, folder)
+
+
+@dataclass
+class Run:
+    set: str
+    encoder: str  # a variant, or "random"
+    seed: int
+    linear: float
+    svm: float
+    seconds: float
+    diagnostics: dict[str, float]
+
+
+def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: list[int], preset: str = "small",
+                   videos: int = 480, overrides: list[str] | None = None,
+                   log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) the comparison under `out` and write out/report.md and out/results.json; returns the report."""
+    _check(sets, variants, seeds)
+    runs: list[Run] = []
+    for name in sets:
+        data = out / name / "data"
+        if not (data / "labels.csv").exists():
+            log(f"{name}: generating {videos} videos")
+            SETS[name](data, videos)
+        for seed in seeds:
+            for variant in [*variants, "random"]:
+                runs.append(_measure(out / name, data, name, variant, seed, preset, overrides or [], log))
+                _write(out, runs)
+    return out / "report.md"
+
+
+def _check(sets: list[str], variants: list[str], seeds: list[int]) -> None:
+    for name in sets:
+        if name not in SETS:
+            raise ConfigError(f"unknown set {name!r}; known: {', '.join(SETS)}")
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if not seeds:
+        raise ConfigError("give at least one seed")
+
+
+def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, preset: str, overrides: list[str],
+             log: Callable[[str], None]) -> Run:
+    from xdc.train import pretrain
+
+    started = time.monotonic()
+    cfg = load_config(preset=preset, overrides=[f"data.path={data / 'ucf101'}", "data.layout=ucf101",
+                                                f"seed={seed}", *overrides,
+                                                f"variant={'xdc' if encoder == 'random' else encoder}"])
+    diagnostics: dict[str, float] = {}
+    if encoder == "random":
+        checkpoint = "random"
+    else:
+        run_dir = folder / f"{encoder}-seed{seed}"
+        log(f"{name}: pretraining {encoder}, seed {seed}")
+        result = pretrain(cfg, NullTracker(), out_dir=run_dir)
+        checkpoint = str(result.final_checkpoint)
+        diagnostics = _last_round(run_dir)
+    scores = {}
+    for protocol, (benchmark, tree) in PROBES.items():
+        scores[protocol] = _evaluate(checkpoint, benchmark, data / tree, protocol, seed, cfg.model.video_width,
+                                     folder / "eval" / f"{encoder}-seed{seed}-{protocol}")
+    run = Run(name, encoder, seed, scores["linear"], scores["svm"], round(time.monotonic() - started, 1),
+              diagnostics)
+    log(f"{name}: {encoder} seed {seed}: linear {run.linear:.3f}, svm {run.svm:.3f} ({run.seconds:.0f} s)")
+    return run
+
+
+def _evaluate(checkpoint: str, benchmark: str, data: Path, protocol: str, seed: int, width: int, out: Path) -> float:
+    from xdc.evaluation import EvalConfig, evaluate
+
+    done = out / "result.json"
+    if done.is_file():
+        return float(json.loads(done.read_text())["metrics"]["top1"])
+    raw = {"checkpoint": checkpoint, "benchmark": benchmark, "data": str(data), "split": 1, "protocol": protocol,
+           "preset": "tiny", "seed": seed}
+    if checkpoint == "random":
+        raw["width"] = width
+    result = evaluate(EvalConfig.from_dict(raw), NullTracker(), out_dir=out)
+    return float(result.record["metrics"]["top1"])
+
+
+def _last_round(run_dir: Path) -> dict[str, float]:
+    rounds = sorted((run_dir / "diagnostics").glob("round_*.json"))
+    return json.loads(rounds[-1].read_text()) if rounds else {}
+
+
+# --------------------------------------------------------------------------------------------------- the report
+
+
+def _write(out: Path, runs: list[Run]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps([run.__dict__ for run in runs], indent=1))
+    (out / "report.md").write_text(report(runs))
+
+
+def report(runs: list[Run]) -> str:
+    """Markdown: per set, a row per encoder with mean ± std over seeds, the gap closed, and what clusters follow."""
+    lines = ["# XDC Lab comparison", ""]
+    for name in dict.fromkeys(run.set for run in runs):
+        mine = [run for run in runs if run.set == name]
+        lines += [f"## {name}", "", "| encoder | seeds | video linear top-1 | gap closed | audio SVM top-1 | "
+                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes |", "|---|---|---|---|---|---|---|---|"]
+        random_linear = _mean([r.linear for r in mine if r.encoder == "random"])
+        supervised_linear = _mean([r.linear for r in mine if r.encoder == "supervised"])
+        for encoder in dict.fromkeys(run.encoder for run in mine):
+            group = [run for run in mine if run.encoder == encoder]
+            linear = [r.linear for r in group]
+            gap = ""
+            if random_linear is not None and supervised_linear is not None and supervised_linear > random_linear:
+                gap = f"{100 * (_mean(linear) - random_linear) / (supervised_linear - random_linear):.0f} %"
+            lines.append(f"| {encoder} | {len(group)} | {_mean_std(linear)} | {gap} | "
+                         f"{_mean_std([r.svm for r in group])} | {_follows(group, 'video')} | "
+                         f"{_follows(group, 'audio')} | {sum(r.seconds for r in group) / 60:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _follows(group: list[Run], space: str) -> str:
+    """The labels' NMI and the two factors the clusters follow most, averaged over the group's seeds."""
+    values: dict[str, list[float]] = {}
+    for run in group:
+        for key, value in followed(run.diagnostics, space).items():
+            values.setdefault(key, []).append(value)
+    if not values:
+        return ""
+    means = {key: statistics.fmean(v) for key, v in values.items()}
+    labels = means.pop("labels", None)
+    top = sorted(means.items(), key=lambda item: -item[1])[:2]
+    parts = ([f"class {labels:.2f}"] if labels is not None else []) + [f"{k} {v:.2f}" for k, v in top]
+    return ", ".join(parts)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
