@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xdc.data.synthetic import (ClipPlan, RenderedClip, SyntheticSummary, plan_clips, write_av_dataset)
+from xdc.data.synthetic import ClipPlan, RenderedClip, SyntheticSummary, plan_clips, write_av_dataset
 from xdc.errors import DataError
 
 FPS = 8.0
@@ -172,9 +172,9 @@ def _drift_positions(frame_count: int, extent: int, direction: tuple[float, floa
     start_y = rng.uniform(0, room) if dy == 0 else (0 if dy > 0 else room)
     start_x += rng.uniform(0, 0.3) * room * dx
     start_y += rng.uniform(0, 0.3) * room * dy
-    return [(int(round(np.clip(start_y + dy * speed * t, 0, room))), int(round(np.clip(start_x + dx * speed * t, 0,
-                                                                                          room))))
-            for t in range(frame_count)]
+    ys = np.clip(start_y + dy * speed * np.arange(frame_count), 0, room).round().astype(int)
+    xs = np.clip(start_x + dx * speed * np.arange(frame_count), 0, room).round().astype(int)
+    return list(zip(ys.tolist(), xs.tolist()))
 
 
 # --------------------------------------------------------------------------------------------------- sounds
@@ -378,7 +378,7 @@ def _glyph_motion(letter: str, factors: dict[str, str], frame_count: int,
         if factors["motion"] == "spin":
             angle = tilt + turn * phase
         elif factors["motion"] == "pulse":
-            scale = 0.8 + 0.2 * math.sin(2 * math.pi * 1.5 * phase * DURATION / 2)
+            scale = 0.8 + 0.2 * math.sin(2 * math.pi * 0.75 * phase * DURATION)  # 0.75 pulses per second
         mask = _glyph_mask(letter, factors["typeface"], max(12, int(size * scale)), angle)
         h, w = mask.shape
         cy, cx = centre
@@ -441,7 +441,8 @@ def _melody(notes: dict[int, np.ndarray], lowest: int, tempo: tuple[float, float
         length = int(SAMPLE_RATE / rate * rng.uniform(0.8, 1.25))
         pitch = min(BANK_NOTES[-1], lowest + PENTATONIC[int(rng.integers(len(PENTATONIC)))])
         note = notes[pitch][:length + fade].copy()
-        note[-fade:] *= np.linspace(1, 0, min(fade, len(note)), dtype=np.float32)[-len(note[-fade:]):]
+        tail = min(fade, len(note))
+        note[len(note) - tail:] *= np.linspace(1, 0, tail, dtype=np.float32)
         end = min(total, at + len(note))
         track[at:end] += note[:end - at] * rng.uniform(0.7, 1.0)
         at += length
