@@ -136,7 +136,8 @@ def report(runs: list[Run]) -> str:
     for name in dict.fromkeys(run.set for run in runs):
         mine = [run for run in runs if run.set == name]
         lines += [f"## {name}", "", "| encoder | seeds | video linear top-1 | gap closed | audio SVM top-1 | "
-                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes |", "|---|---|---|---|---|---|---|---|"]
+                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes |",
+                  "|---|---|---|---|---|---|---|---|"]
         random_linear = _mean([r.linear for r in mine if r.encoder == "random"])
         supervised_linear = _mean([r.linear for r in mine if r.encoder == "supervised"])
         for encoder in dict.fromkeys(run.encoder for run in mine):

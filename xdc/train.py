@@ -147,7 +147,7 @@ class _Pretraining:
         if self.variant.needs_labels and not self.data.labeled:
             raise DataError(f"variant {self.variant.name!r} needs labels; layout {self.cfg.data.layout!r} at "
                             f"{self.cfg.data.path} has none")
-        for space in self._clustered_spaces():
+        for space in self.variant.spaces:
             k = self._k(space)
             if k > n:
                 raise ConfigError(f"cluster.k_{space}={k} exceeds the {n} usable videos")
@@ -281,8 +281,10 @@ class _Pretraining:
             labels = np.full(len(valid), -1, dtype=np.int64)
             rows = features[space] if valid.all() else features[space][valid]
             try:
+                # A space clustered only to diagnose never refuses a run: its K shrinks to the usable rows.
+                k = self._k(space) if space in self.variant.spaces else min(self._k(space), len(rows))
                 clustering = cluster_features(
-                    rows, k=self._k(space), iterations=self.cfg.cluster.iterations,
+                    rows, k=k, iterations=self.cfg.cluster.iterations,
                     pca_dim=self.cfg.cluster.pca_dim, whiten=self.cfg.cluster.whiten, redo=self.cfg.cluster.redo,
                     seed=self.cfg.seed * 1000 + round_index * 10 + offset,
                     scratch=self.out_dir / "features" / f"{space}.pre.npy")

@@ -190,3 +190,9 @@ def test_the_input_layers_train_and_are_kept_in_the_checkpoint(synthetic_root, t
     result = pretrain(cfg, NullTracker(), out_dir=tmp_path / "run")
     final = torch.load(result.final_checkpoint, weights_only=True)
     assert final["config"]["model"]["video_input"] == "sobel" and final["config"]["model"]["audio_norm"] == "clip"
+
+
+def test_a_space_clustered_only_to_diagnose_never_refuses_the_run(synthetic_root, tmp_path):
+    # XDC trains on the video and audio clusters; K of the joint space (diagnosis only) may exceed the videos.
+    result = pretrain(tiny(synthetic_root, "rounds=1", "cluster.k_joint=1000"), NullTracker(), out_dir=tmp_path / "r")
+    assert result.final_checkpoint is not None
