@@ -39,7 +39,7 @@ bench: install
 	$(PY) -m xdc bench --out bench-results
 
 # Every variant (XDC, MDC, CDC, SDC, and the supervised upper bound) with 3 seeds under the same budget (the `small`
-# preset) on the generated set and the two real-material sets, measured against random init with the tiny
+# preset) on the generated set and the two real-material sets, measured against random init with the small
 # protocols (video linear probe on UCF101 split 1, audio SVM on ESC-50 fold 1); writes compare-results/report.md.
 # Resumable. Several hours on 2 CPU cores: narrow it with e.g. COMPARE_ARGS="--sets spoken-digits --seeds 0".
 # Not a test.

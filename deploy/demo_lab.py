@@ -32,10 +32,10 @@ SITE_URL = os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8000")
 USER, PASSWORD = "demo", "xdc-demo-lab"
 TEAM, TEAM_SLUG = "Demo team", "demo"
 DATASETS = (("demo-videos", "folder", "."), ("demo-ucf101", "ucf101", "ucf101"), ("demo-esc50", "esc50", "esc50"))
-# What the pretraining fans out to: one video and one audio benchmark under the tiny protocols, whose inputs are the
-# small preset's (4 frames of 32 px, 32 mel bands).
+# What the pretraining fans out to: one video and one audio benchmark under the small protocols, whose inputs are
+# the small pretraining preset's (4 frames of 56 px crops, 32 mel bands).
 EVALUATIONS = (("demo-ucf101", "linear", 1), ("demo-esc50", "svm", 1))
-EVAL_PRESET = "tiny"
+EVAL_PRESET = "small"
 BASELINE_NAME = "demo: random-init baseline"
 
 
@@ -63,8 +63,8 @@ def submit() -> None:
     user = get_user_model().objects.get(username=USER)
     [job] = services.submit_jobs(user, team, Job.Kind.PRETRAIN, [config], dataset=training,
                                  evaluations=evaluations, resource="cpu", gpus=0, name="demo: XDC, small preset")
-    # The leaderboard's baseline row: random init of the same width under the same protocols, queued after the
-    # pretraining (a larger priority number runs later).
+    # The leaderboard's baseline row: random init of the same architecture (the small protocols give it the small
+    # preset's input layers) under the same protocols, queued after the pretraining (a larger number runs later).
     for name, protocol, split in EVALUATIONS:
         dataset = datasets[name]
         baseline = {"checkpoint": "random", "benchmark": dataset.benchmark, "data": dataset.path,

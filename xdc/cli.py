@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", type=int, help="UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 for all (default 1)")
     ev.add_argument("--protocol", help="finetune, linear or retrieval (video); svm (audio) (default: linear/svm)")
     ev.add_argument("--version", type=int, help="protocol version (default: the latest)")
-    ev.add_argument("--preset", help="tiny: the CPU smoke-test protocol sizes")
+    ev.add_argument("--preset", help="small: the 2-core CPU budget's protocol sizes; tiny: the smoke test's")
     ev.add_argument("--seed", type=int)
     ev.add_argument("--supervised-data", help="labelled video folder for --checkpoint supervised")
     ev.add_argument("--out", help="output directory (default: runs/eval/<benchmark>-<protocol>-split<N>-<ckpt>)")
@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--sets", default="synthetic,spoken-digits,instrument-glyphs")
     compare.add_argument("--variants", default="xdc,mdc,cdc,sdc,supervised")
     compare.add_argument("--seeds", default="0,1,2")
-    compare.add_argument("--preset", default="small", help="the pretraining budget (default: small)")
+    compare.add_argument("--preset", default="small",
+                         help="the pretraining budget and the protocols' preset (default: small)")
     compare.add_argument("--videos", type=int, default=480, help="videos per generated set")
     compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a pretraining config key for every run (repeatable)")

@@ -2,8 +2,9 @@
 
 For each set (the generated smoke-test set and the real-material sets of xdc.data.material): generate it once,
 pretrain each variant with each seed on its UCF101 split-1 training videos (`--preset small` unless told
-otherwise), then measure every encoder, random init of the same width included, with the tiny protocols: video
-linear probe on the UCF101 split 1, audio SVM on the ESC-50 fold 1. The report gives mean ± std over seeds, the
+otherwise), then measure every encoder, random init of the same width included, with the protocols of the same
+preset (whose inputs are the pretraining's): video linear probe on the UCF101 split 1, audio SVM on the ESC-50
+fold 1. The report gives mean ± std over seeds, the
 share of the random → supervised gap each variant closes, and the last round's cluster diagnostics (NMI of the
 video, audio and joint clusters with the class and with each known nuisance), so a number comes with its why.
 
@@ -94,22 +95,23 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
         diagnostics = _last_round(run_dir)
     scores = {}
     for protocol, (benchmark, tree) in PROBES.items():
-        scores[protocol] = _evaluate(checkpoint, benchmark, data / tree, protocol, seed, cfg.model.video_width,
-                                     folder / "eval" / f"{encoder}-seed{seed}-{protocol}")
+        scores[protocol] = _evaluate(checkpoint, benchmark, data / tree, protocol, preset, seed,
+                                     cfg.model.video_width, folder / "eval" / f"{encoder}-seed{seed}-{protocol}")
     run = Run(name, encoder, seed, scores["linear"], scores["svm"], round(time.monotonic() - started, 1),
               diagnostics)
     log(f"{name}: {encoder} seed {seed}: linear {run.linear:.3f}, svm {run.svm:.3f} ({run.seconds:.0f} s)")
     return run
 
 
-def _evaluate(checkpoint: str, benchmark: str, data: Path, protocol: str, seed: int, width: int, out: Path) -> float:
+def _evaluate(checkpoint: str, benchmark: str, data: Path, protocol: str, preset: str, seed: int, width: int,
+              out: Path) -> float:
     from xdc.evaluation import EvalConfig, evaluate
 
     done = out / "result.json"
     if done.is_file():
         return float(json.loads(done.read_text())["metrics"]["top1"])
     raw = {"checkpoint": checkpoint, "benchmark": benchmark, "data": str(data), "split": 1, "protocol": protocol,
-           "preset": "tiny", "seed": seed}
+           "preset": preset, "seed": seed}
     if checkpoint == "random":
         raw["width"] = width
     result = evaluate(EvalConfig.from_dict(raw), NullTracker(), out_dir=out)

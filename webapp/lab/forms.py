@@ -20,6 +20,7 @@ from xdc.errors import ConfigError
 
 PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (seconds on CPU)"), ("small", "small: the demo's budget"),
                   ("full", "full: the paper-style defaults")]
+EVAL_PRESET_CHOICES = [("", "full"), ("small", "small: the 2-core CPU budget"), ("tiny", "tiny (smoke test)")]
 PROTOCOLS = [("linear", "linear"), ("finetune", "finetune"), ("retrieval", "retrieval"), ("svm", "svm")]
 # Which form field shows an error about a config key.
 PRETRAIN_FIELDS = {
@@ -137,7 +138,7 @@ class PretrainForm(TeamFormMixin, MetaFields):
     eval_protocols = forms.MultipleChoiceField(choices=PROTOCOLS, required=False,
                                                widget=forms.CheckboxSelectMultiple, label="with protocols")
     eval_splits = forms.CharField(required=False, initial="1", label="splits", help_text="e.g. 1-3")
-    eval_preset = forms.ChoiceField(choices=[("", "full"), ("tiny", "tiny")], required=False, label="eval preset")
+    eval_preset = forms.ChoiceField(choices=EVAL_PRESET_CHOICES, required=False, label="eval preset")
     base_config = forms.CharField(required=False, widget=forms.HiddenInput())
 
     def __init__(self, *args, user, team: Team | None = None, **kwargs):
@@ -274,7 +275,7 @@ class EvaluateForm(TeamFormMixin, MetaFields):
     protocol = forms.MultipleChoiceField(choices=PROTOCOLS, widget=forms.CheckboxSelectMultiple,
                                          initial=["linear"], help_text="one job per protocol (grid)")
     seed = forms.CharField(initial="0", help_text="comma list or range (grid)")
-    preset = forms.ChoiceField(choices=[("", "full"), ("tiny", "tiny (smoke test)")], required=False)
+    preset = forms.ChoiceField(choices=EVAL_PRESET_CHOICES, required=False)
     supervised_data = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False,
                                              help_text="labelled data for the supervised baseline")
 

@@ -569,7 +569,7 @@ def _pretrain_row(rows: dict[str, Row], job: Job) -> Row:
 
 
 def evaluation_column(cfg: dict[str, Any], dataset: Dataset | None = None) -> tuple[str, str]:
-    """(benchmark, protocol label); a tiny-preset protocol is its own column ('linear-tiny'), as xdc records it.
+    """(benchmark, protocol label); a small or tiny protocol is its own column ('linear-small'), as xdc records it.
     Two `folder` datasets are different benchmarks ('folder:<dataset name>'), and a shuffled-labels control is a
     column of its own: averaging either with the real thing would make a meaningless number."""
     benchmark, protocol = str(cfg.get("benchmark", "?")), str(cfg.get("protocol", "?"))

@@ -28,7 +28,7 @@ from xdc.errors import ConfigError
 
 BENCHMARKS = ("ucf101", "hmdb51", "esc50", "dcase", "folder")
 SPLITS = {"ucf101": range(1, 4), "hmdb51": range(1, 4), "esc50": range(0, 6)}
-PRESETS = ("", "tiny")
+PRESETS = ("", "small", "tiny")
 RUNTIME_KEYS = {"device", "experiment", "run_name", "workers"}  # do not change the numbers
 
 ProgressFn = Callable[[float, float | None, str], None]
@@ -44,14 +44,14 @@ class EvalConfig:
     split: int = 1  # UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 = all five; ignored for dcase/folder
     protocol: str = "linear"  # finetune | linear | retrieval (video benchmarks); svm (audio benchmarks)
     version: int = 0  # protocol version; 0 = the latest
-    preset: str = ""  # "" (full protocol) or "tiny" (CPU smoke-test sizes, recorded as '<protocol>-tiny')
+    preset: str = ""  # "" (full), "small" (2-core CPU budget) or "tiny" (smoke test), recorded '<protocol>-<preset>'
     seed: int = 0
     device: str = "auto"
     experiment: str = "xdc-eval"
     run_name: str = ""
     pretrain_run_id: str = ""  # defaults to the run id stored in the checkpoint
     supervised_data: str = ""  # labelled video folder for checkpoint=supervised (default: the benchmark's train set)
-    width: int = 0  # encoder width for random/supervised (0: the preset's, 8 tiny / 64 full); checked for a checkpoint
+    width: int = 0  # random/supervised width (0: the preset's, 8 tiny / 16 small / 64 full); checked for a checkpoint
     workers: int = -1  # DataLoader workers; -1: 0 for tiny, else min(8, CPUs)
     shuffle_train_labels: bool = False  # control: permute the training labels (the score should fall to chance)
 
@@ -67,7 +67,7 @@ class EvalConfig:
 
         _require(self.benchmark in BENCHMARKS, f"benchmark must be one of {', '.join(BENCHMARKS)}, "
                                                f"got {self.benchmark!r}")
-        _require(self.preset in PRESETS, f"preset must be '' or 'tiny', got {self.preset!r}")
+        _require(self.preset in PRESETS, f"preset must be '', 'small' or 'tiny', got {self.preset!r}")
         _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
         _require(bool(self.checkpoint), "checkpoint must be a final.pt path, 'random' or 'supervised'")
         _require(bool(self.data), "data (the dataset root) must be given")

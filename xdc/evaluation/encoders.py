@@ -2,13 +2,15 @@
 
 `plan_encoder` runs before any work and refuses what cannot be evaluated (not an xdc checkpoint, a state dict that
 does not fit its declared architecture, a missing modality, an audio front end other than the protocol's) with
-ConfigError. `build_encoder` then loads or trains it.
+ConfigError. `build_encoder` then loads or trains it. A random init takes the architecture (width, fixed input
+layers) of the pretraining preset named like the protocol's preset: tiny's, small's, or the full defaults.
 
 The supervised baseline has no downloadable weights offline, so it is a `variant=supervised` pretraining
 (xdc.train.pretrain, ground-truth labels supervise both encoders), trained once per (config, training files) and
 cached under `$XDC_CACHE/supervised/<key>/final.pt`. Its budget is a pretraining preset that learns, whatever the
-protocol's preset: the tiny protocols get the `small` pretraining (the same inputs, a wider network trained for
-twelve epochs), the full protocols the full defaults; the record's `checkpoint.budget` says which.
+protocol's preset: the small and tiny protocols get the `small` pretraining (a wider network than tiny's, trained
+for twelve epochs), the full protocols the full defaults, each on the protocol's own video input (frames, short
+side, crop); the record's `checkpoint.budget` says which.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from xdc.data.index import default_cache_dir
 from xdc.errors import ConfigError, XDCError
 from xdc.models import AudioResNet18, R2Plus1D18
 
-DEFAULT_WIDTH = {"": 64, "tiny": 8}
 # Protocol preset -> the pretraining preset the supervised baseline trains with ("" = the full defaults).
-SUPERVISED_BUDGET = {"": "", "tiny": "small"}
+SUPERVISED_BUDGET = {"": "", "small": "small", "tiny": "small"}
 AUDIO_FRONT_END = ("sample_rate", "n_mels", "window_ms", "hop_ms")
+VIDEO_INPUT = ("clip_frames", "fps", "resize_short", "crop_size")
 _NOT_HASHED = {"device", "precision", "log_every", "run_name", "experiment"}
 
 
@@ -50,6 +52,7 @@ class EncoderPlan:
     supervised: PretrainConfig | None = None
     supervised_files: list[tuple[str, str]] | None = None  # (absolute path, class name)
     budget: str | None = None  # the supervised baseline's pretraining preset ("full" for the defaults)
+    input_layer: str = ""  # a random init's fixed input layer (a checkpoint's comes from its config)
 
     @property
     def short(self) -> str:
@@ -64,10 +67,13 @@ def plan_encoder(*, checkpoint: str, modality: str, protocol_params: dict, prese
     """Check what `checkpoint` names without training anything. `train_files` (absolute path, class) is the
     benchmark's labelled training data, the supervised baseline's default when `supervised_data` is empty."""
     if checkpoint == "random":
-        return EncoderPlan("random", modality, width or DEFAULT_WIDTH[preset], variant="random")
+        model = load_config(preset=preset or None).model  # the pretraining preset of the protocol preset's name
+        return EncoderPlan("random", modality, width or getattr(model, f"{modality}_width"), variant="random",
+                           input_layer=model.video_input if modality == "video" else model.audio_norm)
     if checkpoint == "supervised":
         return _plan_supervised(modality=modality, preset=preset, width=width, seed=seed, device=device,
-                                workers=workers, supervised_data=supervised_data, train_files=train_files)
+                                workers=workers, supervised_data=supervised_data, train_files=train_files,
+                                protocol_params=protocol_params)
     return _plan_pretrained(Path(checkpoint), modality, protocol_params, width, pretrain_run_id)
 
 
@@ -97,6 +103,7 @@ def _identity(plan: EncoderPlan) -> dict[str, Any]:
         "pretrain_run_id": plan.pretrain_run_id or None,
         "modality": plan.modality,
         "width": plan.width,
+        "input_layer": _input_layer(plan) or ("rgb" if plan.modality == "video" else "none"),
         "budget": plan.budget,
     }
 
@@ -121,9 +128,10 @@ def _architecture(modality: str, width: int, input_layer: str = "") -> nn.Module
 
 
 def _input_layer(plan: EncoderPlan) -> str:
-    """The encoder's fixed input layer (model.video_input / model.audio_norm) as its pretraining configured it."""
+    """The encoder's fixed input layer (model.video_input / model.audio_norm) as its pretraining configured it, or
+    for a random init as its protocol preset's pretraining preset has it."""
     if plan.state is None:
-        return ""
+        return plan.input_layer
     model = PretrainConfig.from_dict(plan.state["config"]).model
     return model.video_input if plan.modality == "video" else model.audio_norm
 
@@ -188,7 +196,8 @@ def _check_front_end(path: Path, config: PretrainConfig, params: dict) -> None:
 # -- the supervised baseline ------------------------------------------------------------------------------------
 
 def _plan_supervised(*, modality: str, preset: str, width: int, seed: int, device: str, workers: int,
-                     supervised_data: str, train_files: list[tuple[str, str]] | None) -> EncoderPlan:
+                     supervised_data: str, train_files: list[tuple[str, str]] | None,
+                     protocol_params: dict) -> EncoderPlan:
     budget = SUPERVISED_BUDGET[preset]
     width = width or getattr(load_config(preset=budget or None).model, f"{modality}_width")
     if supervised_data:
@@ -200,6 +209,8 @@ def _plan_supervised(*, modality: str, preset: str, width: int, seed: int, devic
                           "a labelled folder of videos with sound (labels.csv) to train the baseline on")
     overrides = ["variant=supervised", f"seed={seed}", f"device={device}", f"model.video_width={width}",
                  f"model.audio_width={width}", "data.layout=folder", f"data.num_workers={max(workers, 0)}"]
+    # It trains on the frames the protocol measures it on.
+    overrides += [f"data.{key}={protocol_params[key]}" for key in VIDEO_INPUT if key in protocol_params]
     cfg = load_config(preset=budget or None, overrides=overrides)
     key = _supervised_key(cfg, files)
     folder = default_cache_dir() / "supervised" / key

@@ -2,7 +2,8 @@
 
 A result names its protocol and version, so two numbers are comparable exactly when both match. Changing any
 value below means adding a new version (never editing one in place); `tiny` definitions are separate entries whose
-recorded name carries a "-tiny" suffix, so smoke-test numbers never mix with real ones.
+recorded name carries a "-tiny" suffix, so smoke-test numbers never mix with real ones; `small` definitions (the
+2-core CPU budget that matches the `small` pretraining preset, recorded as "-small") likewise.
 
 Protocols follow the usual downstream evaluation of self-supervised audio-video encoders (XDC, Alwassel et al.,
 NeurIPS 2020, section 5): video-level accuracy from softmax averaged over evenly spaced clips for UCF101/HMDB51,
@@ -24,6 +25,9 @@ AUDIO_BENCHMARKS = ("esc50", "dcase")
 # Audio: 1 s windows of 16 kHz mono as 40 log-mel bands (25 ms / 10 ms), the pretraining front end.
 _VIDEO_INPUT = {"clip_frames": 8, "fps": 8.0, "resize_short": 128, "crop_size": 112}
 _VIDEO_INPUT_TINY = {"clip_frames": 4, "fps": 8.0, "resize_short": 40, "crop_size": 32}
+# The CPU budget's video input, the small pretraining preset's: 56 px crops of a 64 px short side (at 32 px a
+# handwritten digit or a letter is a few pixels of stroke and not even a supervised encoder learns it).
+_VIDEO_INPUT_SMALL = {"clip_frames": 4, "fps": 8.0, "resize_short": 64, "crop_size": 56}
 _AUDIO_INPUT = {"clip_seconds": 1.0, "sample_rate": 16000, "n_mels": 40, "window_ms": 25.0, "hop_ms": 10.0}
 _AUDIO_INPUT_TINY = {"clip_seconds": 0.5, "sample_rate": 16000, "n_mels": 32, "window_ms": 25.0, "hop_ms": 10.0}
 
@@ -32,14 +36,14 @@ _AUDIO_INPUT_TINY = {"clip_seconds": 0.5, "sample_rate": 16000, "n_mels": 32, "w
 class Protocol:
     name: str  # finetune | linear | retrieval | svm
     version: int
-    preset: str  # "" (full) or "tiny"
+    preset: str  # "" (full), "small" (2-core CPU budget) or "tiny" (smoke test)
     modality: str  # whose encoder is measured: video | audio
     params: MappingProxyType
     description: str
 
     @property
     def label(self) -> str:
-        """The name recorded in results: 'linear', or 'linear-tiny' for the smoke-test definition."""
+        """The name recorded in results: 'linear', or 'linear-tiny' / 'linear-small' for the CPU definitions."""
         return f"{self.name}-{self.preset}" if self.preset else self.name
 
     @property
@@ -54,8 +58,8 @@ PROTOCOLS: dict[tuple[str, str], dict[int, Protocol]] = {}
 
 
 def register(name: str, version: int, *, modality: str, description: str, full: dict[str, Any],
-             tiny: dict[str, Any]) -> None:
-    for preset, params in (("", full), ("tiny", tiny)):
+             tiny: dict[str, Any], small: dict[str, Any]) -> None:
+    for preset, params in (("", full), ("tiny", tiny), ("small", small)):
         versions = PROTOCOLS.setdefault((name, preset), {})
         if version in versions:
             raise ValueError(f"protocol {name} v{version} ({preset or 'full'}) is registered twice")
@@ -99,6 +103,9 @@ register(
     tiny={**_VIDEO_INPUT_TINY, "epochs": 8, "batch_size": 8, "train_clips_per_video": 2, "lr": 0.005,
           "head_lr_scale": 20.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 0,
           "test_clips": 3},
+    small={**_VIDEO_INPUT_SMALL, "epochs": 8, "batch_size": 8, "train_clips_per_video": 2, "lr": 0.005,
+           "head_lr_scale": 20.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 0,
+           "test_clips": 3},
 )
 
 register(
@@ -108,6 +115,7 @@ register(
                 "test: probabilities averaged over `test_clips` clips per video",
     full={**_VIDEO_INPUT, "batch_size": 32, "train_clips": 10, "test_clips": 10, "C": 1.0, "max_iter": 1000},
     tiny={**_VIDEO_INPUT_TINY, "batch_size": 16, "train_clips": 3, "test_clips": 3, "C": 1.0, "max_iter": 500},
+    small={**_VIDEO_INPUT_SMALL, "batch_size": 16, "train_clips": 3, "test_clips": 3, "C": 1.0, "max_iter": 500},
 )
 
 register(
@@ -118,6 +126,7 @@ register(
                 "inner-product search); recall@k = share of queries with a same-class video among the top k",
     full={**_VIDEO_INPUT, "batch_size": 32, "clips": 10, "center": True, "ks": (1, 5, 10)},
     tiny={**_VIDEO_INPUT_TINY, "batch_size": 16, "clips": 3, "center": True, "ks": (1, 5, 10)},
+    small={**_VIDEO_INPUT_SMALL, "batch_size": 16, "clips": 3, "center": True, "ks": (1, 5, 10)},
 )
 
 register(
@@ -130,4 +139,6 @@ register(
           "cv_folds": 3, "max_iter": 5000},
     tiny={**_AUDIO_INPUT_TINY, "batch_size": 16, "clips_per_file": 3, "C_grid": (0.01, 0.1, 1.0, 10.0),
           "cv_folds": 3, "max_iter": 2000},
+    small={**_AUDIO_INPUT_TINY, "batch_size": 16, "clips_per_file": 3, "C_grid": (0.01, 0.1, 1.0, 10.0),
+           "cv_folds": 3, "max_iter": 2000},
 )

@@ -150,6 +150,8 @@ def test_the_supervised_baseline_is_trained_once_and_cached(layouts, tmp_path, m
     assert ckpt["kind"] == "supervised" and ckpt["variant"] == "supervised"
     assert ckpt["budget"] == "small" and ckpt["width"] == 16  # a budget that learns, not the tiny protocol's
     assert Path(ckpt["path"]).is_relative_to(cache / "supervised") and len(ckpt["sha256"]) == 64
+    trained_on = torch.load(ckpt["path"], map_location="cpu", weights_only=False)["config"]["data"]
+    assert (trained_on["resize_short"], trained_on["crop_size"]) == (40, 32)  # the frames the protocol measures
     trained = Path(ckpt["path"]).stat().st_mtime_ns
     second = evaluate(tiny(layouts, "ucf101", "linear", "supervised"), out_dir=tmp_path / "b").record
     assert second["checkpoint"]["path"] == ckpt["path"] and second["checkpoint"]["sha256"] == ckpt["sha256"]
@@ -403,3 +405,17 @@ def test_an_encoder_with_a_fixed_input_layer_is_evaluated_through_it(synthetic_r
         assert (layer.kind if modality == "video" else layer) == expected
     record = evaluate(tiny(layouts, "ucf101", "linear", final), out_dir=tmp_path / "eval").record
     validate_record(record)
+
+
+@pytest.mark.parametrize("preset,width,layers", [("tiny", 8, ("rgb", "none")), ("small", 16, ("sobel", "clip")),
+                                                 ("", 64, ("rgb", "none"))])
+def test_a_random_init_has_the_architecture_its_protocol_presets_pretraining_has(preset, width, layers):
+    from xdc.evaluation.encoders import _identity, build_encoder, plan_encoder
+
+    for modality, attribute, expected in zip(("video", "audio"), ("input_filter", "norm"), layers):
+        plan = plan_encoder(checkpoint="random", modality=modality, protocol_params={}, preset=preset, width=0,
+                            seed=0, device="cpu", workers=0)
+        encoder, _ = build_encoder(plan, seed=0)
+        layer = getattr(encoder, attribute)
+        assert (layer.kind if modality == "video" else layer) == expected
+        assert _identity(plan)["width"] == width and _identity(plan)["input_layer"] == expected
