@@ -80,6 +80,9 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
              log: Callable[[str], None]) -> Run:
     from xdc.train import pretrain
 
+    done = folder / "measured" / f"{encoder}-seed{seed}.json"  # the unit a rerun reads back, wall time included
+    if done.is_file():
+        return Run(**json.loads(done.read_text()))
     started = time.monotonic()
     cfg = load_config(preset=preset, overrides=[f"data.path={data / 'ucf101'}", "data.layout=ucf101",
                                                 f"seed={seed}", *overrides,
@@ -100,6 +103,8 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
     run = Run(name, encoder, seed, scores["linear"], scores["svm"], round(time.monotonic() - started, 1),
               diagnostics)
     log(f"{name}: {encoder} seed {seed}: linear {run.linear:.3f}, svm {run.svm:.3f} ({run.seconds:.0f} s)")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(run.__dict__))
     return run
 
 

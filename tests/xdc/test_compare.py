@@ -35,3 +35,19 @@ def test_it_refuses_unknown_sets_variants_and_no_seeds_before_doing_anything(tmp
     with pytest.raises(ConfigError, match=message):
         run_comparison(tmp_path / "out", **args)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoing_them(tmp_path):
+    import json
+
+    folder = tmp_path / "out" / "synthetic"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "labels.csv").write_text("path,label\n")  # nothing here could be pretrained on
+    for encoder, linear in (("xdc", 0.7), ("random", 0.2)):
+        (folder / "measured").mkdir(exist_ok=True)
+        (folder / "measured" / f"{encoder}-seed0.json").write_text(json.dumps(
+            run(encoder, 0, linear, 0.9).__dict__ | {"set": "synthetic", "seconds": 300.0}))
+    report_path = run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0])
+    assert "| xdc | 1 | 0.700 |" in report_path.read_text() and "| 5.0 |" in report_path.read_text()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["encoder"], r["seconds"]) for r in results] == [("xdc", 300.0), ("random", 300.0)]
