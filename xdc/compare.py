@@ -51,7 +51,7 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
                    videos: int = 480, overrides: list[str] | None = None,
                    log: Callable[[str], None] = print) -> Path:
     """Run (or resume) the comparison under `out` and write out/report.md and out/results.json; returns the report."""
-    _check(sets, variants, seeds)
+    _check(sets, variants, seeds, preset)
     runs: list[Run] = []
     for name in sets:
         data = out / name / "data"
@@ -65,7 +65,13 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
     return out / "report.md"
 
 
-def _check(sets: list[str], variants: list[str], seeds: list[int]) -> None:
+def _check(sets: list[str], variants: list[str], seeds: list[int], preset: str) -> None:
+    from xdc.config import PRESETS as BUDGETS
+    from xdc.evaluation import PRESETS as PROTOCOL_PRESETS
+
+    if preset not in BUDGETS or preset not in PROTOCOL_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; a comparison runs under one of "
+                          f"{', '.join(p for p in BUDGETS if p in PROTOCOL_PRESETS)}")
     for name in sets:
         if name not in SETS:
             raise ConfigError(f"unknown set {name!r}; known: {', '.join(SETS)}")
@@ -81,8 +87,13 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
     from xdc.train import pretrain
 
     done = folder / "measured" / f"{encoder}-seed{seed}.json"  # the unit a rerun reads back, wall time included
+    budget = {"preset": preset, "overrides": overrides}
     if done.is_file():
-        return Run(**json.loads(done.read_text()))
+        saved = json.loads(done.read_text())
+        if saved["budget"] != budget:
+            raise ConfigError(f"{done} was measured with {saved['budget']}, not {budget}: give the comparison "
+                              "another --out")
+        return Run(**saved["run"])
     started = time.monotonic()
     cfg = load_config(preset=preset, overrides=[f"data.path={data / 'ucf101'}", "data.layout=ucf101",
                                                 f"seed={seed}", *overrides,
@@ -104,7 +115,9 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
               diagnostics)
     log(f"{name}: {encoder} seed {seed}: linear {run.linear:.3f}, svm {run.svm:.3f} ({run.seconds:.0f} s)")
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(run.__dict__))
+    partial = done.with_suffix(".partial")
+    partial.write_text(json.dumps({"budget": budget, "run": run.__dict__}))
+    partial.replace(done)  # a rerun never reads half a file
     return run
 
 

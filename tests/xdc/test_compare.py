@@ -29,6 +29,7 @@ def test_the_report_gives_mean_std_gap_closed_and_what_the_clusters_follow():
     ({"sets": ["kinetics"]}, "unknown set 'kinetics'"),
     ({"variants": ["simclr"]}, "unknown variant 'simclr'"),
     ({"seeds": []}, "at least one seed"),
+    ({"preset": "huge\x00"}, "unknown preset"),
 ])
 def test_it_refuses_unknown_sets_variants_and_no_seeds_before_doing_anything(tmp_path, kwargs, message):
     args = {"sets": ["synthetic"], "variants": ["xdc"], "seeds": [0], **kwargs}
@@ -45,9 +46,14 @@ def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoin
     (folder / "data" / "labels.csv").write_text("path,label\n")  # nothing here could be pretrained on
     for encoder, linear in (("xdc", 0.7), ("random", 0.2)):
         (folder / "measured").mkdir(exist_ok=True)
-        (folder / "measured" / f"{encoder}-seed0.json").write_text(json.dumps(
-            run(encoder, 0, linear, 0.9).__dict__ | {"set": "synthetic", "seconds": 300.0}))
+        (folder / "measured" / f"{encoder}-seed0.json").write_text(json.dumps({
+            "budget": {"preset": "small", "overrides": []},
+            "run": run(encoder, 0, linear, 0.9).__dict__ | {"set": "synthetic", "seconds": 300.0}}))
     report_path = run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0])
     assert "| xdc | 1 | 0.700 |" in report_path.read_text() and "| 5.0 |" in report_path.read_text()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(r["encoder"], r["seconds"]) for r in results] == [("xdc", 300.0), ("random", 300.0)]
+    # Another budget in the same folder is refused, not answered with these numbers.
+    with pytest.raises(ConfigError, match="give the comparison another --out"):
+        run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0],
+                       overrides=["cluster.k_video=8"])

@@ -17,10 +17,11 @@ from webapp.lab import services
 from webapp.lab.models import Dataset, Job, Team
 from xdc.config import PRESETS, deep_merge, parse_override
 from xdc.errors import ConfigError
+from xdc.evaluation import PRESETS as EVAL_PRESETS
 
 PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (seconds on CPU)"), ("small", "small: the demo's budget"),
                   ("full", "full: the paper-style defaults")]
-EVAL_PRESET_CHOICES = [("", "full"), ("small", "small: the 2-core CPU budget"), ("tiny", "tiny (smoke test)")]
+EVAL_PRESET_CHOICES = list(EVAL_PRESETS.items())
 PROTOCOLS = [("linear", "linear"), ("finetune", "finetune"), ("retrieval", "retrieval"), ("svm", "svm")]
 # Which form field shows an error about a config key.
 PRETRAIN_FIELDS = {

@@ -28,7 +28,8 @@ from xdc.errors import ConfigError
 
 BENCHMARKS = ("ucf101", "hmdb51", "esc50", "dcase", "folder")
 SPLITS = {"ucf101": range(1, 4), "hmdb51": range(1, 4), "esc50": range(0, 6)}
-PRESETS = ("", "small", "tiny")
+# Protocol presets: name -> what it is for (the site's choices read this).
+PRESETS = {"": "full", "small": "small: the 2-core CPU budget", "tiny": "tiny (smoke test)"}
 RUNTIME_KEYS = {"device", "experiment", "run_name", "workers"}  # do not change the numbers
 
 ProgressFn = Callable[[float, float | None, str], None]
@@ -67,7 +68,7 @@ class EvalConfig:
 
         _require(self.benchmark in BENCHMARKS, f"benchmark must be one of {', '.join(BENCHMARKS)}, "
                                                f"got {self.benchmark!r}")
-        _require(self.preset in PRESETS, f"preset must be '', 'small' or 'tiny', got {self.preset!r}")
+        _require(self.preset in PRESETS, f"preset must be one of {', '.join(map(repr, PRESETS))}, got {self.preset!r}")
         _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
         _require(bool(self.checkpoint), "checkpoint must be a final.pt path, 'random' or 'supervised'")
         _require(bool(self.data), "data (the dataset root) must be given")

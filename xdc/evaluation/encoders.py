@@ -103,7 +103,7 @@ def _identity(plan: EncoderPlan) -> dict[str, Any]:
         "pretrain_run_id": plan.pretrain_run_id or None,
         "modality": plan.modality,
         "width": plan.width,
-        "input_layer": _input_layer(plan) or ("rgb" if plan.modality == "video" else "none"),
+        "input_layer": _input_layer(plan),
         "budget": plan.budget,
     }
 
