@@ -2,7 +2,7 @@
 
 For each set (the generated smoke-test set and the real-material sets of xdc.data.material): generate it once,
 pretrain each variant with each seed on its UCF101 split-1 training videos (`--preset small` unless told
-otherwise), then measure every encoder, random init of the same width included, with the protocols of the same
+otherwise), then measure every encoder, random init of the same architecture included, with the protocols of the same
 preset (whose inputs are the pretraining's): video linear probe on the UCF101 split 1, audio SVM on the ESC-50
 fold 1. The report gives mean ± std over seeds, the
 share of the random → supervised gap each variant closes, and the last round's cluster diagnostics (NMI of the
