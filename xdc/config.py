@@ -1,15 +1,20 @@
 """The typed pretraining config: one dataclass tree that flows from a form or CLI to the trainer, MLflow and checkpoints.
 
-`PretrainConfig.from_dict` is strict: an unknown key, a value of the wrong type or out of range raises ConfigError
-naming the key. `to_dict()` is the JSON form stored on job rows and in checkpoints; `flat()` is the MLflow params form.
+Each field declares its own bounds and allowed values (`setting`), so forms, the API and the CLI never re-declare
+them. `PretrainConfig.from_dict` is strict: an unknown key, a value of the wrong type, not finite or out of range
+raises ConfigError naming the key (`exc.key`). `to_dict()` is the JSON form stored on job rows and in checkpoints;
+`flat()` is the MLflow params form.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -17,6 +22,30 @@ from typing import Any, get_type_hints
 import yaml
 
 from xdc.errors import ConfigError
+
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
+
+
+def setting(default: Any, *, low: float | None = None, high: float | None = None, limit: float | None = None,
+            above: float | None = None, below: float | None = None,
+            choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None,
+            longest: int = 200, runtime: bool = False, help: str = "") -> Any:
+    """A config field that declares its own bounds, so no form, API or CLI re-declares them.
+
+    `low`/`high` are inclusive, `above`/`below` exclusive; `limit` is an inclusive upper bound that is the lab's
+    documented limit rather than a law (a deployment that needs more raises it with
+    XDC_LIMITS="rounds=5000,cluster.k_video=200000"); `choices` the allowed strings (or a function returning them,
+    for registries such as the variants or layouts); `longest` the longest string; `runtime` marks a key that does
+    not change what is learnt (device, worker counts, names), so it may differ on resume and does not split a
+    leaderboard row; `help` is what a form shows beside the field.
+    """
+    metadata = {"low": low, "high": high, "limit": limit, "above": above, "below": below, "choices": choices,
+                "longest": longest, "runtime": runtime, "help": help}
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls)
 
 
 @dataclass
@@ -29,35 +58,42 @@ class DataConfig:
     audio-event models), computed for the same 1 s window as the frames.
     """
 
-    path: str = ""
-    layout: str = "folder"
-    split: str = "train"
-    fold: int = 1
-    clip_frames: int = 8
-    fps: float = 8.0
-    resize_short: int = 128
-    crop_size: int = 112
-    sample_rate: int = 16000
-    n_mels: int = 40
-    window_ms: float = 25.0
-    hop_ms: float = 10.0
-    clips_per_video: int = 1
-    extract_clips: int = 1
-    num_workers: int = 2
-    max_videos: int = 0
+    path: str = setting("", longest=4096, help="dataset root")
+    layout: str = setting("folder", choices=lambda: _layouts(), help="how the dataset's files and splits are laid out")
+    split: str = setting("train", longest=40)
+    fold: int = setting(1, low=1, high=10)
+    clip_frames: int = setting(8, low=1, limit=256, help="frames per clip")
+    fps: float = setting(8.0, above=0, limit=120, help="frames per second sampled")
+    resize_short: int = setting(128, low=8, limit=1024, help="pixels of the short side before cropping")
+    crop_size: int = setting(112, low=8, limit=1024, help="pixels")
+    sample_rate: int = setting(16000, low=1000, limit=192000, help="Hz")
+    n_mels: int = setting(40, low=1, limit=512)
+    window_ms: float = setting(25.0, above=0, limit=1000)
+    hop_ms: float = setting(10.0, above=0, limit=1000)
+    clips_per_video: int = setting(1, low=1, limit=1000, help="training clips per video and epoch")
+    extract_clips: int = setting(1, low=1, limit=100, help="clips averaged per video for clustering")
+    num_workers: int = setting(2, low=0, limit=128, runtime=True)
+    max_videos: int = setting(0, low=0, limit=100_000_000, help="0 = all")
 
     @property
     def clip_seconds(self) -> float:
         return self.clip_frames / self.fps
 
     def validate(self) -> None:
-        _positive(self, "clip_frames", "fps", "resize_short", "crop_size", "sample_rate", "n_mels", "window_ms",
-                  "hop_ms", "clips_per_video", "extract_clips", "fold")
-        _at_least(self, 0, "num_workers", "max_videos")
         if self.crop_size > self.resize_short:
-            raise ConfigError(f"data.crop_size ({self.crop_size}) must not exceed data.resize_short ({self.resize_short})")
+            raise ConfigError(f"data.crop_size ({self.crop_size}) must not exceed data.resize_short "
+                              f"({self.resize_short})", key="data.crop_size")
         if self.hop_ms > self.window_ms:
-            raise ConfigError("data.hop_ms must not exceed data.window_ms")
+            raise ConfigError("data.hop_ms must not exceed data.window_ms", key="data.hop_ms")
+        from xdc.data.layouts import LAYOUTS
+
+        reader = LAYOUTS[self.layout]
+        if self.split not in reader.splits:
+            raise ConfigError(f"data.split must be one of {', '.join(reader.splits)} for the {self.layout} layout, "
+                              f"got {self.split!r}", key="data.split")
+        if self.fold > reader.folds:
+            raise ConfigError(f"data.fold must be in 1..{reader.folds} for the {self.layout} layout, got {self.fold}",
+                              key="data.fold")
 
 
 @dataclass
@@ -65,91 +101,68 @@ class ModelConfig:
     """Encoder widths: 64 gives the published R(2+1)D-18 and ResNet-18 (512-d features); smaller widths keep CPU
     tests fast. Features are 8 x width wide."""
 
-    video_width: int = 64
-    audio_width: int = 64
-    video_input: str = "rgb"  # rgb | grey | sobel: a fixed first layer against colour clusters (DeepCluster)
-    audio_norm: str = "none"  # none | clip: standardise each log-mel clip, so loudness is not a feature
-
-    def validate(self) -> None:
-        _positive(self, "video_width", "audio_width")
-        _choice(self, "video_input", ("rgb", "grey", "sobel"))
-        _choice(self, "audio_norm", ("none", "clip"))
+    video_width: int = setting(64, low=1, limit=512)
+    audio_width: int = setting(64, low=1, limit=512)
+    video_input: str = setting("rgb", choices=("rgb", "grey", "sobel"),
+                               help="a fixed first layer against colour clusters (DeepCluster)")
+    audio_norm: str = setting("none", choices=("none", "clip"),
+                              help="clip: standardise each log-mel clip, so loudness is not a feature")
 
 
 @dataclass
 class ClusterConfig:
     """k-means per feature space (DeepCluster recipe: PCA-whitening, L2 normalisation, k-means)."""
 
-    k_video: int = 64
-    k_audio: int = 64
-    k_joint: int = 64
-    iterations: int = 20
-    pca_dim: int = 128
-    whiten: bool = True
-    redo: int = 1
-    uniform_sampling: bool = True
-
-    def validate(self) -> None:
-        for name in ("k_video", "k_audio", "k_joint"):
-            if getattr(self, name) < 2:
-                raise ConfigError(f"cluster.{name} must be at least 2, got {getattr(self, name)}")
-        _positive(self, "iterations", "redo")
-        _at_least(self, 0, "pca_dim")
+    k_video: int = setting(64, low=2, limit=100_000)
+    k_audio: int = setting(64, low=2, limit=100_000)
+    k_joint: int = setting(64, low=2, limit=100_000)
+    iterations: int = setting(20, low=1, limit=1000)
+    pca_dim: int = setting(128, low=0, limit=4096, help="0 = no PCA")
+    whiten: bool = setting(True)
+    redo: int = setting(1, low=1, limit=100)
+    uniform_sampling: bool = setting(True)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: int = 0
-    step_epochs: int = 10
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-
-    def validate(self) -> None:
-        _choice(self, "name", ("sgd", "adamw"))
-        _choice(self, "schedule", ("cosine", "constant", "step"))
-        _positive(self, "lr", "step_epochs", "gamma")
-        _at_least(self, 0, "momentum", "weight_decay", "warmup_epochs", "grad_clip")
+    name: str = setting("sgd", choices=("sgd", "adamw"))
+    lr: float = setting(0.01, above=0, limit=10, help="learning rate")
+    momentum: float = setting(0.9, low=0, below=1)
+    weight_decay: float = setting(1e-4, low=0, high=1)
+    schedule: str = setting("cosine", choices=("cosine", "constant", "step"))
+    warmup_epochs: int = setting(0, low=0, limit=10_000)
+    step_epochs: int = setting(10, low=1, limit=10_000)
+    gamma: float = setting(0.1, above=0, high=1)
+    grad_clip: float = setting(0.0, low=0, limit=1e6, help="0 = no clipping")
 
 
 @dataclass
 class PretrainConfig:
     """Everything a pretraining run depends on. Saved in every checkpoint and logged flat to MLflow."""
 
-    variant: str = "xdc"
-    rounds: int = 10
-    epochs_per_round: int = 1
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    log_every: int = 10
-    experiment: str = "xdc-pretrain"
-    run_name: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    variant: str = setting("xdc", choices=lambda: _variants(), help="one job per variant (grid)")
+    rounds: int = setting(10, low=1, limit=1000)
+    epochs_per_round: int = setting(1, low=1, limit=1000)
+    batch_size: int = setting(32, low=1, limit=8192)
+    seed: int = setting(0, low=0, high=SEED_MAX)
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"), runtime=True)
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16"), runtime=True)
+    channels_last: bool = setting(True, runtime=True)
+    log_every: int = setting(10, low=1, limit=1_000_000, runtime=True)
+    experiment: str = setting("xdc-pretrain", runtime=True)
+    run_name: str = setting("", runtime=True)
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    cluster: ClusterConfig = section(ClusterConfig)
+    optim: OptimConfig = section(OptimConfig)
 
     @property
     def total_epochs(self) -> int:
         return self.rounds * self.epochs_per_round
 
     def validate(self) -> PretrainConfig:
-        from xdc.variants import VARIANTS
-
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"unknown variant {self.variant!r}; known: {', '.join(sorted(VARIANTS))}")
-        _positive(self, "rounds", "epochs_per_round", "batch_size", "log_every")
-        _choice(self, "device", ("auto", "cpu", "cuda"))
-        _choice(self, "precision", ("auto", "fp32", "bf16"))
-        for section in (self.data, self.model, self.cluster, self.optim):
-            section.validate()
+        check_fields(self)
+        self.data.validate()  # what depends on more than one field
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +174,120 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PretrainConfig:
         return _build(cls, raw, prefix="").validate()
+
+
+def _variants() -> Iterable[str]:
+    from xdc.variants import VARIANTS
+
+    return VARIANTS
+
+
+def _layouts() -> Iterable[str]:
+    from xdc.data.layouts import LAYOUTS
+
+    return LAYOUTS
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a config key accepts, as declared on its field: for forms (bounds, choices, help) and error messages."""
+
+    key: str
+    type: type
+    default: Any
+    low: float | None
+    high: float | None  # the tighter of the field's bound and its (raised) limit
+    raisable: bool  # `high` is a lab limit that XDC_LIMITS raises
+    above: float | None
+    below: float | None
+    choices: tuple[str, ...] | None
+    longest: int
+    runtime: bool
+    help: str
+
+
+def field_specs(cls: type, prefix: str = "") -> dict[str, FieldSpec]:
+    """Every leaf key of a config dataclass ('optim.lr', ...) with its declared bounds, limits from XDC_LIMITS
+    applied."""
+    hints = get_type_hints(cls)
+    limits = _raised_limits()
+    specs: dict[str, FieldSpec] = {}
+    for f in dataclasses.fields(cls):
+        key, hint = f"{prefix}{f.name}", hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            specs |= field_specs(hint, f"{key}.")
+            continue
+        meta = f.metadata
+        choices, limit = meta.get("choices"), meta.get("limit")
+        if limit is not None and key in limits:
+            limit = max(limit, limits[key])
+        specs[key] = FieldSpec(
+            key=key, type=hint, default=f.default, low=meta.get("low"),
+            high=meta.get("high") if limit is None else limit, raisable=limit is not None, above=meta.get("above"),
+            below=meta.get("below"), choices=tuple(choices() if callable(choices) else choices) if choices else None,
+            longest=meta.get("longest", 200), runtime=meta.get("runtime", False), help=meta.get("help", ""))
+    return specs
+
+
+def runtime_keys(cls: type) -> frozenset[str]:
+    """The dotted keys that do not change what is learnt or measured (declared `runtime` on their fields)."""
+    return frozenset(key for key, spec in field_specs(cls).items() if spec.runtime)
+
+
+def check_fields(cfg: Any) -> None:
+    """Refuse any value outside what its field declares: non-finite numbers, bounds, choices, string length and
+    characters a database or file name cannot hold. ConfigError names the dotted key."""
+    for key, spec in field_specs(type(cfg)).items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        _check_value(spec, value)
+
+
+def _check_value(spec: FieldSpec, value: Any) -> None:
+    key = spec.key
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}", key=key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for bound, ok, words in ((spec.low, lambda b: value >= b, "at least"), (spec.high, lambda b: value <= b,
+                                 "at most"), (spec.above, lambda b: value > b, "above"),
+                                 (spec.below, lambda b: value < b, "below")):
+            if bound is not None and not ok(bound):
+                hint = " (the lab's limit; XDC_LIMITS raises it)" if bound is spec.high and spec.raisable else ""
+                raise ConfigError(f"{key} must be {words} {_number(bound)}, got {value!r}{hint}", key=key)
+    if isinstance(value, str):
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"{key} must be one of {', '.join(spec.choices)}, got {value!r}", key=key)
+        if len(value) > spec.longest:
+            raise ConfigError(f"{key} must be at most {spec.longest} characters, got {len(value)}", key=key)
+        check_text(key, value)
+
+
+def check_text(key: str, value: str) -> None:
+    """Text that PostgreSQL, JSON files and file systems all hold: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise ConfigError(f"{key} must not contain a NUL character", key=key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{key} holds a lone surrogate, which is not text", key=key) from None
+
+
+def _number(bound: float) -> str:
+    return f"{bound:,}".replace(",", "_") if isinstance(bound, int) and bound >= 10_000 else f"{bound:g}"
+
+
+def _raised_limits() -> dict[str, float]:
+    """XDC_LIMITS='rounds=5000,cluster.k_video=200000': upper bounds a deployment raises (never lowers)."""
+    text = os.environ.get("XDC_LIMITS", "").strip()
+    limits: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        try:
+            limits[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"XDC_LIMITS item {item!r} must look like key=number", key="XDC_LIMITS") from None
+    return limits
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -259,13 +386,15 @@ def config_digest(cfg: PretrainConfig) -> str:
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(raw).__name__}", key=where)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(str(k) for k in set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known in this section: {', '.join(fields)}")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known in this section: {', '.join(fields)}",
+                          key=prefix + unknown[0])
     values = {}
     for name, value in raw.items():
         hint = hints[name]
@@ -279,36 +408,41 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        raise ConfigError(f"config key {key} has an unsupported type")  # pragma: no cover - no such fields today
+        raise ConfigError(f"config key {key} has an unsupported type", key=key)  # pragma: no cover - none today
     if hint is bool:
         return _to_bool(key, value)
     if hint is int:
         if isinstance(value, bool):
-            raise ConfigError(f"config key {key} must be an integer, got {value!r}")
+            raise ConfigError(f"config key {key} must be an integer, got {value!r}", key=key)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().isascii():
             try:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"config key {key} must be an integer, got {value!r}")
+        raise ConfigError(f"config key {key} must be an integer, got {_shown(value)}", key=key)
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().isascii():
             try:
                 return float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"config key {key} must be a number, got {value!r}")
+        raise ConfigError(f"config key {key} must be a number, got {_shown(value)}", key=key)
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"config key {key} must be a string, got {value!r}")
-    raise ConfigError(f"config key {key} has an unsupported type")  # pragma: no cover
+        raise ConfigError(f"config key {key} must be a string, got {_shown(value)}", key=key)
+    raise ConfigError(f"config key {key} has an unsupported type", key=key)  # pragma: no cover
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _to_bool(key: str, value: Any) -> bool:
@@ -316,26 +450,4 @@ def _to_bool(key: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
         return value.strip().lower() in {"true", "1", "yes", "on"}
-    raise ConfigError(f"config key {key} must be true or false, got {value!r}")
-
-
-def _section(obj: Any) -> str:
-    names = {DataConfig: "data.", ModelConfig: "model.", ClusterConfig: "cluster.", OptimConfig: "optim."}
-    return names.get(type(obj), "")
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(obj, name) > 0:
-            raise ConfigError(f"{_section(obj)}{name} must be positive, got {getattr(obj, name)!r}")
-
-
-def _at_least(obj: Any, low: float, *names: str) -> None:
-    for name in names:
-        if getattr(obj, name) < low:
-            raise ConfigError(f"{_section(obj)}{name} must be at least {low}, got {getattr(obj, name)!r}")
-
-
-def _choice(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
-    if getattr(obj, name) not in allowed:
-        raise ConfigError(f"{_section(obj)}{name} must be one of {', '.join(allowed)}, got {getattr(obj, name)!r}")
+    raise ConfigError(f"config key {key} must be true or false, got {_shown(value)}", key=key)

@@ -6,7 +6,12 @@ class XDCError(Exception):
 
 
 class ConfigError(XDCError):
-    """An unknown key, a value of the wrong type, or a value out of range."""
+    """An unknown key, a value of the wrong type, or a value out of range. `key` is the dotted config key it is
+    about ('cluster.k_video'), when there is one, so a form can show the message on that key's field."""
+
+    def __init__(self, message: str, *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(XDCError):

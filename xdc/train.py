@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from xdc import __version__
 from xdc.checkpoint import load_latest, save_checkpoint, write_atomic
 from xdc.clustering import cluster_features, diagnostics, uniform_weights
-from xdc.config import PretrainConfig
+from xdc.config import PretrainConfig, runtime_keys
 from xdc.data import VideoSet, load_video_set
 from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_requests
 from xdc.data.transforms import normalize_video
@@ -37,7 +37,7 @@ from xdc.tracking import NullTracker, Tracker, git_sha
 from xdc.variants import VARIANTS, variant_loss
 
 ProgressFn = Callable[[float, float | None, str], None]
-RUNTIME_KEYS = {"device", "precision", "data.num_workers", "log_every", "run_name"}
+RUNTIME_KEYS = runtime_keys(PretrainConfig)  # may differ between a checkpoint and its resume
 
 
 @dataclass

@@ -393,10 +393,16 @@ class TestLinksAreChecked:
         assert Job.objects.count() == 0
 
     def test_a_huge_grid_is_refused_before_it_is_built(self, settings):
-        axes = {f"axis{i}": list(range(100)) for i in range(6)}  # 10**12 combinations: never built
+        keys = ("rounds", "seed", "batch_size", "optim.lr", "cluster.k", "data.fps")
+        axes = {key: list(range(100)) for key in keys}  # 10**12 combinations: never built
         with pytest.raises(services.LabError) as caught:
             services.expand_grid({}, axes, limit=settings.LAB_MAX_GRID)
         assert "limit" in caught.value.errors["grid"][0]
+
+    def test_a_grid_axis_that_is_no_config_key_is_refused(self):
+        with pytest.raises(services.LabError) as caught:
+            services.expand_grid({}, {"a" + ".b" * 5000: [1]})
+        assert "no config key" in caught.value.errors["grid"][0]
 
 
 class TestFinalWritesBelongToTheAttempt:

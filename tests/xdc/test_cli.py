@@ -34,7 +34,7 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "missing-folder"], "missing-folder"),
-    (["--variant", "xdcc"], "unknown variant 'xdcc'"),
+    (["--variant", "xdcc"], "variant must be one of xdc, sdc, mdc, cdc, supervised, got 'xdcc'"),
     (["--set", "cluster.k_vido=4"], "cluster.k_vido"),
     (["--set", "rounds=two"], "rounds"),
     (["--set", "rounds=0"], "rounds"),

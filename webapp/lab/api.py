@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
@@ -19,6 +20,10 @@ from webapp.lab import selectors, services
 from webapp.lab.models import ApiToken, Dataset, Job
 
 MAX_JOBS = 500
+TOKEN_KEY = re.compile(r"[0-9a-f]{40}")  # what ApiToken issues
+# The fields a job submission may carry; anything else ('confg') is refused rather than ignored.
+SUBMIT_FIELDS = {"kind", "config", "configs", "grid", "team", "dataset", "evaluations", "parent", "priority",
+                 "resource", "gpus", "name"}
 
 
 def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
@@ -83,8 +88,9 @@ def api_view(*methods: str):
 
 def _token_user(request: HttpRequest):
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "token" or not key.strip():
-        return None
+    key = key.strip()
+    if scheme.lower() != "token" or not TOKEN_KEY.fullmatch(key):
+        return None  # not a key we issue (NUL bytes and other junk never reach the database)
     token = ApiToken.objects.select_related("user").filter(key=key.strip(), user__is_active=True).first()
     if token is None:
         return None
@@ -97,13 +103,11 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(request.body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise services.LabError({"__all__": ["the body is not valid JSON"]}) from None
+    except RecursionError:
+        raise services.LabError({"__all__": ["the body nests too deeply to be a lab request"]}) from None
     if not isinstance(data, dict):
         raise services.LabError({"__all__": ["the body must be a JSON object"]})
     return data
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(item) for item in text.split(",") if item.strip().isdigit()]
 
 
 @api_view("GET", "POST")
@@ -113,7 +117,7 @@ def jobs(request: HttpRequest) -> JsonResponse:
     params = request.GET
     found = selectors.filter_jobs(selectors.visible_jobs(request.api_user), status=params.get("status", ""),
                                   variant=params.get("variant", ""), user=params.get("user", ""),
-                                  kind=params.get("kind", ""), ids=_int_list(params.get("ids", "")))
+                                  kind=params.get("kind", ""), ids=selectors.parse_ids([params.get("ids", "")]))
     full = params.get("full") == "1"
     return JsonResponse({"jobs": [job_json(job, full=full) for job in found[:MAX_JOBS]]})
 
@@ -123,13 +127,19 @@ def _submit(request: HttpRequest) -> JsonResponse:
     data.path/layout of a pretraining), "evaluations", "parent", "priority", "resource", "gpus", "name"}."""
     try:
         body = _body(request)
+        unknown = sorted(set(body) - SUBMIT_FIELDS)
+        if unknown:
+            return error(400, {unknown[0]: [f"unknown field {unknown[0]!r}; a submission has "
+                                            f"{', '.join(sorted(SUBMIT_FIELDS))}"]})
         team = selectors.team_for(request.api_user, body.get("team"))
         if team is None:
             return error(400, {"team": ["you are in no team of that name"]})
         kind = body.get("kind", Job.Kind.PRETRAIN)
         if kind not in Job.Kind.values:
             return error(400, {"kind": [f"kind must be one of {', '.join(Job.Kind.values)}"]})
-        configs = _configs(body)
+        if kind != Job.Kind.PRETRAIN and body.get("evaluations"):
+            return error(400, {"evaluations": ["only a pretraining queues evaluations"]})
+        configs = _configs(body, kind)
         dataset = _dataset(body, team)
         if dataset is not None and kind == Job.Kind.PRETRAIN:
             configs = [services.set_dotted(services.set_dotted(c, "data.path", dataset.path), "data.layout",
@@ -143,13 +153,16 @@ def _submit(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"jobs": [job_json(job) for job in created]}, status=201)
 
 
-def _configs(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _configs(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    if ("config" in body) == ("configs" in body):
+        raise services.LabError({"config": ["give the job's settings as config (an object) or configs (a list of "
+                                            "objects), one of the two"]})
     if "configs" in body:
         configs = body["configs"]
         if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
             raise services.LabError({"configs": ["configs must be a list of objects"]})
     else:
-        config = body.get("config", {})
+        config = body["config"]
         if not isinstance(config, dict):
             raise services.LabError({"config": ["config must be an object"]})
         configs = [config]
@@ -157,14 +170,19 @@ def _configs(body: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise services.LabError({"grid": ["grid must map config keys to lists of values"]})
     return [cfg for base in configs
-            for cfg in services.expand_grid(base, grid, base_count=len(configs))]
+            for cfg in services.expand_grid(base, grid, kind=kind, base_count=len(configs))]
 
 
 def _dataset(body: dict[str, Any], team) -> Dataset | None:
     if body.get("dataset") in (None, ""):
         return None
-    dataset = Dataset.objects.filter(team=team, pk=body["dataset"]).first() if str(body["dataset"]).isdigit() \
-        else Dataset.objects.filter(team=team, name=body["dataset"]).first()
+    pk = selectors.parse_id(body["dataset"])
+    if pk is not None:
+        dataset = Dataset.objects.filter(team=team, pk=pk).first()
+    elif isinstance(body["dataset"], str) and "\x00" not in body["dataset"]:
+        dataset = Dataset.objects.filter(team=team, name=body["dataset"]).first()
+    else:
+        dataset = None
     if dataset is None:
         raise services.LabError({"dataset": [f"no dataset {body['dataset']!r} in team {team.slug}"]})
     return dataset
@@ -173,7 +191,8 @@ def _dataset(body: dict[str, Any], team) -> Dataset | None:
 def _parent(body: dict[str, Any], team) -> Job | None:
     if body.get("parent") in (None, ""):
         return None
-    parent = Job.objects.filter(team=team, pk=body["parent"]).first() if str(body["parent"]).isdigit() else None
+    pk = selectors.parse_id(body["parent"])
+    parent = Job.objects.filter(team=team, pk=pk).first() if pk else None
     if parent is None:
         raise services.LabError({"parent": [f"no job {body['parent']!r} in team {team.slug}"]})
     return parent
@@ -209,7 +228,7 @@ def leaderboard(request: HttpRequest) -> JsonResponse:
         return error(404, "no such team")
     dataset = request.GET.get("dataset")
     board = services.leaderboard(team, variant=request.GET.get("variant") or None,
-                                 dataset=int(dataset) if dataset and dataset.isdigit() else None)
+                                 dataset=selectors.parse_id(dataset))
     return JsonResponse({"team": team.slug, "columns": [{"benchmark": b, "protocol": p} for b, p in board.columns],
                          "rows": [_row_json(row, board.columns) for row in board.rows]})
 

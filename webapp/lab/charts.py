@@ -7,6 +7,7 @@ told to give up after one short try.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from html import escape
 from urllib.parse import quote
@@ -53,13 +54,16 @@ def split_curves(curves: dict[str, list[tuple[float, float]]]) -> tuple[dict, di
 def svg_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_label: str, width: int = 520,
               height: int = 220) -> SafeString:
     """Polylines of every series on shared axes, with a legend; empty string when there is nothing to draw."""
+    series = {name: [(x, y) for x, y in values if math.isfinite(x) and math.isfinite(y)]
+              for name, values in series.items()}  # a diverged run's nan/inf points are not drawn
+    series = {name: values for name, values in series.items() if values}
     points = [p for values in series.values() for p in values]
     if not points:
         return mark_safe("")
     left, right, top, bottom = 48, 12, 24, 36
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    x1, y1 = _upper(x0, x1), _upper(y0, y1)
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
@@ -89,6 +93,11 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_lab
                      f'class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def _upper(low: float, high: float) -> float:
+    """The axis' upper end: `high`, or for a flat series one that makes a span even at 1e20 (where low + 1 == low)."""
+    return high if high > low else low + max(1.0, abs(low))
 
 
 def mlflow_compare_url(jobs) -> str:

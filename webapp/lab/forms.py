@@ -1,5 +1,7 @@
-"""Forms of the lab. A submission form turns its fields into one or more xdc configs (a grid), checks each with
-xdc's own config classes and puts any refusal on the field it is about; the view then calls `services.submit_jobs`.
+"""Forms of the lab. A submission form turns its fields into one or more raw xdc configs (a grid); the view hands
+them to `services.submit_jobs`, which validates them once against xdc's config classes, and the form shows any
+refusal on the field of the key it is about (`add_lab_error`). Forms parse and display; they hold no bounds of
+their own: a config field's input takes its bounds, help and choices from the field's declaration in xdc.
 
 Field names are the config keys' last segments (variant, rounds, epochs_per_round, batch_size, lr, seed, …) so
 a browser test can fill `[name=rounds]`; `k` sets cluster.k_video, k_audio and k_joint together.
@@ -15,7 +17,7 @@ from django import forms
 
 from webapp.lab import services
 from webapp.lab.models import Dataset, Job, Team
-from xdc.config import PRESETS, deep_merge, parse_override
+from xdc.config import PRESETS, PretrainConfig, deep_merge, field_specs, flatten, parse_override
 from xdc.errors import ConfigError
 from xdc.evaluation import PRESETS as EVAL_PRESETS
 
@@ -23,43 +25,72 @@ PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (seconds on CPU)"), ("smal
                   ("full", "full: the paper-style defaults")]
 EVAL_PRESET_CHOICES = list(EVAL_PRESETS.items())
 PROTOCOLS = [("linear", "linear"), ("finetune", "finetune"), ("retrieval", "retrieval"), ("svm", "svm")]
-# Which form field shows an error about a config key.
-PRETRAIN_FIELDS = {
-    "variant": "variant", "rounds": "rounds", "epochs_per_round": "epochs_per_round", "batch_size": "batch_size",
-    "seed": "seed", "optim.lr": "lr", "data.clip_frames": "clip_frames", "data.fps": "fps",
-    "data.crop_size": "crop_size", "data.resize_short": "crop_size", "cluster.k_video": "k",
-    "cluster.k_audio": "k", "cluster.k_joint": "k", "data.path": "dataset", "data.layout": "dataset",
-}
-EVALUATE_FIELDS = {"checkpoint": "checkpoint", "benchmark": "dataset", "data": "dataset", "split": "split",
-                   "protocol": "protocol", "seed": "seed", "preset": "preset", "supervised_data": "supervised_data"}
+# The one map from a pretraining form's fields to the config keys they set (a grid axis for variant, k, seed;
+# 'cluster.k' is services.GRID_ALIASES' k_video, k_audio and k_joint). It builds the config, prefills a clone and
+# places the service's errors; SCALARS are the single-valued ones, which override the preset when filled.
+PRETRAIN_KEYS = {"variant": "variant", "k": "cluster.k", "seed": "seed", "rounds": "rounds",
+                 "epochs_per_round": "epochs_per_round", "batch_size": "batch_size", "lr": "optim.lr",
+                 "clip_frames": "data.clip_frames", "fps": "data.fps", "crop_size": "data.crop_size",
+                 "dataset": "data.path", "overrides": ""}
+SCALARS = ("rounds", "epochs_per_round", "batch_size", "lr", "clip_frames", "fps", "crop_size")
+# Keys the form sets through another field: the dataset fills the layout and split, a crop widens the short side.
+PRETRAIN_ALSO = {"data.layout": "dataset", "data.split": "dataset", "data.fold": "dataset",
+                 "data.resize_short": "crop_size", "evaluations": "eval_datasets"}
+EVALUATE_KEYS = {"checkpoint": "checkpoint", "dataset": "data", "split": "split", "protocol": "protocol",
+                 "seed": "seed", "preset": "preset", "supervised_data": "supervised_data"}
+EVALUATE_ALSO = {"benchmark": "dataset", "parent": "checkpoint"}
 
 
-def parse_int_list(text: str, *, name: str, minimum: int | None = None) -> list[int]:
-    """'1-3, 7' -> [1, 2, 3, 7]; ValidationError naming the bad item."""
+def config_input(key: str, **kwargs) -> forms.Field:
+    """An optional form input for a pretraining config key: its type, bounds (as the browser's min/max hints; the
+    service validates) and help text all come from the key's declaration in xdc.config."""
+    spec = field_specs(PretrainConfig)[key]
+    attrs = {name: value for name, value in (("min", spec.low), ("max", spec.high)) if value is not None}
+    kwargs.setdefault("help_text", spec.help)
+    if spec.type is int:
+        return forms.IntegerField(required=False, widget=forms.NumberInput(attrs=attrs), **kwargs)
+    if spec.type is float:
+        return forms.FloatField(required=False, widget=forms.NumberInput(attrs={**attrs, "step": "any"}), **kwargs)
+    raise TypeError(f"no form input for {key} of type {spec.type.__name__}")  # pragma: no cover - a coding error
+
+
+def field_for(key: str, keys: dict[str, str], also: dict[str, str]) -> str | None:
+    """The form field that shows an error about config key `key` ('cluster.k_audio' -> 'k')."""
+    for name, target in keys.items():
+        if target and (key == target or key in services.GRID_ALIASES.get(target, ())):
+            return name
+    return also.get(key)
+
+
+def parse_int_list(text: str, *, name: str) -> list[int]:
+    """'1-3, 7' -> [1, 2, 3, 7]; ValidationError naming the bad item. The values' bounds are the service's to
+    check."""
     values: list[int] = []
     for item in (part.strip() for part in str(text).split(",")):
         if not item:
             continue
         low, dash, high = item.partition("-")
         try:
+            if not item.lstrip("-").replace("-", "").isascii():
+                raise ValueError(item)  # int() reads other scripts' digits; a config takes ASCII ones
             span = range(int(low), int(high) + 1) if dash and low else [int(item)]
         except ValueError:
             raise forms.ValidationError(f"{name}: {item!r} is not an integer or a range like 1-3") from None
         if len(span) > 100:
             raise forms.ValidationError(f"{name}: the range {item} is too long")
         values.extend(span)
-    if minimum is not None and any(v < minimum for v in values):
-        raise forms.ValidationError(f"{name}: every value must be at least {minimum}")
     return list(dict.fromkeys(values))
 
 
-def add_lab_error(form: forms.Form, exc: services.LabError, fields: dict[str, str] | None = None) -> None:
-    """Put a service's refusal on the form: 'config.cluster.k_video' lands on the field shown for that key."""
-    fields = fields or {}
+def add_lab_error(form: forms.Form, exc: services.LabError) -> None:
+    """Put a service's refusal on the form: 'config.cluster.k_video' lands on the field shown for that key (the
+    form's `field_for`), anything else on the field of its name or, failing both, above the form."""
     placed = False
     for key, messages in exc.errors.items():
-        target = key.removeprefix("config.")
-        target = fields.get(target, target)
+        if key.startswith("config.") and hasattr(form, "field_for"):
+            target = form.field_for(key.removeprefix("config."))
+        else:
+            target = getattr(form, "ALSO", {}).get(key, key)
         if target in form.fields and target not in form.errors:
             for message in messages:
                 form.add_error(target, message)
@@ -82,12 +113,16 @@ class TeamFormMixin:
             raise forms.ValidationError("choose a team")
         return team
 
-    @staticmethod
-    def _expand(base: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        try:
-            return services.expand_grid(base, axes)
-        except services.LabError as exc:
-            raise forms.ValidationError(exc.errors["grid"]) from None
+    def field_for(self, key: str) -> str | None:
+        """The field that shows an error about config key `key`; a key set only through the overrides box shows
+        there."""
+        name = field_for(key, self.KEYS, self.ALSO)
+        if name is None and self.cleaned_data.get("overrides"):
+            return "overrides"
+        return name
+
+    def _expand(self, base: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        return services.expand_grid(base, axes, kind=self.KIND)
 
     def _check_datasets_in_team(self, cleaned: dict[str, Any], *names: str) -> None:
         """The dataset choices list every team of the user; a job may only use datasets of the team it runs in."""
@@ -124,13 +159,13 @@ class PretrainForm(TeamFormMixin, MetaFields):
                                         help_text="one job per variant (grid)")
     k = forms.CharField(required=False, label="K (clusters)", help_text="comma list, e.g. 64,128 (grid)")
     seed = forms.CharField(initial="0", help_text="comma list or range, e.g. 1-3 (grid)")
-    rounds = forms.IntegerField(required=False, min_value=1)
-    epochs_per_round = forms.IntegerField(required=False, min_value=1)
-    batch_size = forms.IntegerField(required=False, min_value=1)
-    lr = forms.FloatField(required=False, min_value=0, label="learning rate")
-    clip_frames = forms.IntegerField(required=False, min_value=1, help_text="frames per clip")
-    fps = forms.FloatField(required=False, min_value=0.1)
-    crop_size = forms.IntegerField(required=False, min_value=8, help_text="pixels")
+    rounds = config_input("rounds")
+    epochs_per_round = config_input("epochs_per_round")
+    batch_size = config_input("batch_size")
+    lr = config_input("optim.lr", label="learning rate")
+    clip_frames = config_input("data.clip_frames")
+    fps = config_input("data.fps")
+    crop_size = config_input("data.crop_size")
     overrides = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                 help_text="more config keys, one key=value a line (optim.weight_decay=0.0005)")
     eval_datasets = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(), required=False,
@@ -141,6 +176,7 @@ class PretrainForm(TeamFormMixin, MetaFields):
     eval_splits = forms.CharField(required=False, initial="1", label="splits", help_text="e.g. 1-3")
     eval_preset = forms.ChoiceField(choices=EVAL_PRESET_CHOICES, required=False, label="eval preset")
     base_config = forms.CharField(required=False, widget=forms.HiddenInput())
+    KEYS, ALSO, KIND = PRETRAIN_KEYS, PRETRAIN_ALSO, Job.Kind.PRETRAIN
 
     def __init__(self, *args, user, team: Team | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -159,13 +195,12 @@ class PretrainForm(TeamFormMixin, MetaFields):
     @classmethod
     def initial_from(cls, job: Job) -> dict[str, Any]:
         """Prefill from a job's stored config (clone-with-edits); untouched keys come along through base_config."""
-        cfg = job.config
+        cfg = flatten(job.config)
         initial = {"team": job.team, "dataset": job.dataset, "preset": "clone", "variant": [cfg.get("variant")],
-                   "k": str(cfg["cluster"]["k_video"]), "seed": str(cfg.get("seed", 0)), "rounds": cfg["rounds"],
-                   "epochs_per_round": cfg["epochs_per_round"], "batch_size": cfg["batch_size"],
-                   "lr": cfg["optim"]["lr"], "clip_frames": cfg["data"]["clip_frames"], "fps": cfg["data"]["fps"],
-                   "crop_size": cfg["data"]["crop_size"], "priority": job.priority, "resource": job.resource,
-                   "gpus": job.gpus, "base_config": json.dumps(cfg)}
+                   "k": str(cfg.get("cluster.k_video", "")), "seed": str(cfg.get("seed", 0)),
+                   "priority": job.priority, "resource": job.resource, "gpus": job.gpus,
+                   "base_config": json.dumps(job.config)}
+        initial |= {name: cfg.get(PRETRAIN_KEYS[name]) for name in SCALARS}
         specs = job.evaluations or []
         if specs:
             initial["eval_datasets"] = sorted({s["dataset"] for s in specs})
@@ -175,16 +210,16 @@ class PretrainForm(TeamFormMixin, MetaFields):
         return initial
 
     def clean_k(self):
-        return parse_int_list(self.cleaned_data["k"], name="K", minimum=2)
+        return parse_int_list(self.cleaned_data["k"], name="K")
 
     def clean_seed(self):
-        seeds = parse_int_list(self.cleaned_data["seed"], name="seed", minimum=0)
+        seeds = parse_int_list(self.cleaned_data["seed"], name="seed")
         if not seeds:
             raise forms.ValidationError("give at least one seed")
         return seeds
 
     def clean_eval_splits(self):
-        return parse_int_list(self.cleaned_data["eval_splits"], name="splits", minimum=0) or [1]
+        return parse_int_list(self.cleaned_data["eval_splits"], name="splits") or [1]
 
     def clean_overrides(self):
         raw: dict[str, Any] = {}
@@ -213,15 +248,11 @@ class PretrainForm(TeamFormMixin, MetaFields):
         self._check_datasets_in_team(cleaned, "dataset")
         if self.errors:
             return cleaned
-        base = self._base(cleaned)
-        axes = {"variant": cleaned["variant"], "cluster.k": cleaned["k"], "seed": cleaned["seed"]}
-        configs = self._expand(base, axes)
-        team = cleaned["team"]
+        axes = {PRETRAIN_KEYS[name]: cleaned[name] for name in ("variant", "k", "seed")}
         try:
-            self.configs = [services.validate_config(Job.Kind.PRETRAIN, {**cfg, "experiment": team.mlflow_experiment})
-                            for cfg in configs]
-        except ConfigError as exc:
-            self._config_error(exc)
+            self.configs = self._expand(self._base(cleaned), axes)
+        except services.LabError as exc:  # a grid too large, or an override that is not a mapping where one goes
+            add_lab_error(self, exc)
             return cleaned
         self._evaluations(cleaned)
         return cleaned
@@ -237,22 +268,14 @@ class PretrainForm(TeamFormMixin, MetaFields):
         reader = LAYOUTS.get(dataset.layout)
         split = "train" if reader is None or "train" in reader.splits else "all"
         base = deep_merge(base, {"data": {"path": dataset.path, "layout": dataset.layout, "split": split}})
-        scalars = {"rounds": "rounds", "epochs_per_round": "epochs_per_round", "batch_size": "batch_size",
-                   "lr": "optim.lr", "clip_frames": "data.clip_frames", "fps": "data.fps",
-                   "crop_size": "data.crop_size"}
-        for field_name, key in scalars.items():
-            if cleaned.get(field_name) is not None:
-                base = services.set_dotted(base, key, cleaned[field_name])
+        for name in SCALARS:
+            if cleaned.get(name) is not None:
+                base = services.set_dotted(base, PRETRAIN_KEYS[name], cleaned[name])
         if cleaned.get("crop_size") and base.get("data", {}).get("resize_short", 128) < cleaned["crop_size"]:
             base = services.set_dotted(base, "data.resize_short", cleaned["crop_size"])
         base = deep_merge(base, cleaned.get("overrides") or {})
         base.pop("run_name", None)
         return base
-
-    def _config_error(self, exc: ConfigError) -> None:
-        key = services.config_error_key(str(exc))
-        field_name = PRETRAIN_FIELDS.get(key or "", "overrides" if self.cleaned_data.get("overrides") else None)
-        self.add_error(field_name if field_name in self.fields else None, str(exc))
 
     def _evaluations(self, cleaned: dict[str, Any]) -> None:
         datasets, protocols = cleaned.get("eval_datasets") or [], cleaned.get("eval_protocols") or []
@@ -263,10 +286,6 @@ class PretrainForm(TeamFormMixin, MetaFields):
         self.evaluations = [{"dataset": d.pk, "protocol": p, "split": s, "preset": cleaned.get("eval_preset", ""),
                              "seed": 0}
                             for d, p, s in itertools.product(datasets, protocols, cleaned["eval_splits"])]
-        try:
-            services.check_evaluations(self.evaluations, cleaned["team"])
-        except services.LabError as exc:
-            self.add_error("eval_datasets", " ".join(exc.errors.get("evaluations", [str(exc)])))
 
 
 class EvaluateForm(TeamFormMixin, MetaFields):
@@ -279,6 +298,7 @@ class EvaluateForm(TeamFormMixin, MetaFields):
     preset = forms.ChoiceField(choices=EVAL_PRESET_CHOICES, required=False)
     supervised_data = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False,
                                              help_text="labelled data for the supervised baseline")
+    KEYS, ALSO, KIND = EVALUATE_KEYS, EVALUATE_ALSO, Job.Kind.EVALUATE
 
     def __init__(self, *args, user, team: Team | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -303,10 +323,10 @@ class EvaluateForm(TeamFormMixin, MetaFields):
                 "priority": job.priority, "resource": job.resource, "gpus": job.gpus}
 
     def clean_split(self):
-        return parse_int_list(self.cleaned_data["split"], name="split", minimum=0) or [1]
+        return parse_int_list(self.cleaned_data["split"], name="split") or [1]
 
     def clean_seed(self):
-        return parse_int_list(self.cleaned_data["seed"], name="seed", minimum=0) or [0]
+        return parse_int_list(self.cleaned_data["seed"], name="seed") or [0]
 
     def clean(self):
         cleaned = super().clean()
@@ -316,15 +336,10 @@ class EvaluateForm(TeamFormMixin, MetaFields):
         base = self._base(cleaned)
         if base is None:
             return cleaned
-        configs = self._expand(base, {"protocol": cleaned["protocol"], "split": cleaned["split"],
-                                      "seed": cleaned["seed"]})
-        team = cleaned["team"]
         try:
-            self.configs = [services.validate_config(Job.Kind.EVALUATE, {**cfg, "experiment": team.mlflow_experiment})
-                            for cfg in configs]
-        except ConfigError as exc:
-            key = services.config_error_key(str(exc)) or ""
-            self.add_error(EVALUATE_FIELDS.get(key.split(".")[0]), str(exc))
+            self.configs = self._expand(base, {name: cleaned[name] for name in ("protocol", "split", "seed")})
+        except services.LabError as exc:
+            add_lab_error(self, exc)
         return cleaned
 
     def _base(self, cleaned: dict[str, Any]) -> dict[str, Any] | None:

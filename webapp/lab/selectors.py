@@ -7,6 +7,24 @@ from django.http import Http404
 
 from webapp.lab.models import Dataset, Job, Team
 
+ID_MAX = 2**63 - 1  # the largest key every database holds (SQLite and PostgreSQL bigint)
+
+
+def parse_id(value) -> int | None:
+    """A primary key from user input (query string, form, JSON): a positive integer or plain ASCII decimal that
+    every database can hold; None for anything else ('²' passes str.isdigit(), 30 digits overflow SQLite)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= ID_MAX:
+        return value
+    return None
+
+
+def parse_ids(values) -> list[int]:
+    """Every valid id among `values` (strings or comma lists), in order, others dropped."""
+    found = (parse_id(item.strip()) for value in values for item in str(value).split(","))
+    return list(dict.fromkeys(i for i in found if i is not None))
+
 
 def user_teams(user) -> QuerySet[Team]:
     if not user.is_authenticated:
@@ -17,13 +35,16 @@ def user_teams(user) -> QuerySet[Team]:
 def current_team(request) -> Team | None:
     """The team chosen in the session (switcher in the header), else the user's first team."""
     teams = user_teams(request.user)
-    chosen = teams.filter(pk=request.session.get("team_id")).first() if request.session.get("team_id") else None
+    team_id = parse_id(request.session.get("team_id"))
+    chosen = teams.filter(pk=team_id).first() if team_id else None
     return chosen or teams.first()
 
 
 def team_for(user, slug: str | None) -> Team | None:
     """The named team if the user is in it (None otherwise); without a slug, the user's first team."""
     teams = user_teams(user)
+    if slug and not isinstance(slug, str):
+        return None
     return teams.filter(slug=slug).first() if slug else teams.first()
 
 
@@ -36,21 +57,23 @@ def visible_datasets(user) -> QuerySet[Dataset]:
 
 
 def get_job(user, pk: int) -> Job:
-    try:
-        return visible_jobs(user).get(pk=pk)
-    except Job.DoesNotExist:
-        raise Http404("no such job") from None
+    job = visible_jobs(user).filter(pk=parse_id(pk)).first() if parse_id(pk) else None
+    if job is None:
+        raise Http404("no such job")
+    return job
 
 
 def get_dataset(user, pk: int) -> Dataset:
-    try:
-        return visible_datasets(user).get(pk=pk)
-    except Dataset.DoesNotExist:
-        raise Http404("no such dataset") from None
+    dataset = visible_datasets(user).filter(pk=parse_id(pk)).first() if parse_id(pk) else None
+    if dataset is None:
+        raise Http404("no such dataset")
+    return dataset
 
 
 def filter_jobs(jobs: QuerySet[Job], *, status: str = "", variant: str = "", user: str = "", kind: str = "",
                 ids: list[int] | None = None) -> QuerySet[Job]:
+    if any("\x00" in value for value in (status, variant, user, kind)):
+        return jobs.none()  # no stored name holds a NUL, and PostgreSQL refuses one in a query
     if status:
         jobs = jobs.filter(status=status)
     if variant:

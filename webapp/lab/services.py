@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,15 +25,18 @@ from django.db.models.functions import Concat, Right
 from django.utils import timezone
 
 from webapp.lab.models import Dataset, Job, Result, Team
+from webapp.lab.selectors import parse_id
+from xdc.config import PretrainConfig, check_text, flatten, runtime_keys
 from xdc.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change what a pretraining learns; two jobs that differ only here are the same leaderboard row.
-ROW_IGNORED_KEYS = {"seed", "experiment", "run_name", "device", "precision", "log_every", "channels_last",
-                    "data.num_workers"}
+# Two pretraining jobs whose configs differ only in these keys are one leaderboard row: the keys that do not change
+# what is learnt (declared `runtime` on xdc's config fields) and the seed, over which a row reports mean ± std.
+ROW_IGNORED_KEYS = runtime_keys(PretrainConfig) | {"seed"}
 # Grid axes that set several config keys at once.
 GRID_ALIASES = {"cluster.k": ("cluster.k_video", "cluster.k_audio", "cluster.k_joint")}
+EVALUATION_SPEC_KEYS = {"dataset", "split", "protocol", "seed", "preset"}
 MAIN_METRIC = {"retrieval": "recall@1"}
 DEFAULT_METRIC = "top1"
 BASELINES = ("random", "supervised")
@@ -67,52 +69,50 @@ def validate_config(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError("config must be a JSON object")
     if kind == Job.Kind.PRETRAIN:
-        from xdc.config import PretrainConfig
-
         return PretrainConfig.from_dict(raw).to_dict()
     if kind == Job.Kind.EVALUATE:
         return eval_config_class().from_dict(raw).to_dict()
     raise ConfigError(f"unknown job kind {kind!r}; known: pretrain, evaluate")
 
 
-def config_error_key(message: str) -> str | None:
-    """The dotted config key an xdc ConfigError message names, if any ('cluster.k_video must be…' -> that key)."""
-    match = re.search(r"\b((?:data|model|cluster|optim)\.[a-z_0-9]+)\b", message)
-    if match:
-        return match.group(1)
-    match = re.search(r"(?:config key|unknown config key|unknown) '?([a-z_][a-z_0-9.]*)'?", message)
-    if match:
-        return match.group(1)
-    match = re.match(r"([a-z_][a-z_0-9]*) (?:must|is)", message)
-    return match.group(1) if match else None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of `tree` with the dotted `key` set to `value` (intermediate mappings created or copied)."""
+def set_dotted(tree: dict[str, Any], key: str, value: Any, *, _above: str = "") -> dict[str, Any]:
+    """A copy of `tree` with the dotted `key` set to `value` (intermediate mappings created or copied); LabError
+    when a section on the way holds something else (`{"data": "x"}` under 'data.path')."""
     head, _, rest = key.partition(".")
     copy = dict(tree)
-    copy[head] = set_dotted(copy.get(head) or {}, rest, value) if rest else value
+    if not rest:
+        copy[head] = value
+        return copy
+    below = copy.get(head)
+    if below is not None and not isinstance(below, dict):
+        name = f"{_above}{head}"
+        raise LabError({f"config.{name}": [f"{name} must be a mapping of keys to values, got {below!r:.60}"]})
+    copy[head] = set_dotted(below or {}, rest, value, _above=f"{_above}{head}.")
     return copy
 
 
-def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, limit: int | None = None,
-                base_count: int = 1) -> list[dict[str, Any]]:
+def grid_keys(kind: str) -> set[str]:
+    """The axes a grid of this kind of job may vary: its config's dotted keys and GRID_ALIASES."""
+    from xdc.config import field_specs
+
+    if kind == Job.Kind.EVALUATE:
+        return set(field_specs(eval_config_class()))
+    return set(field_specs(PretrainConfig)) | set(GRID_ALIASES)
+
+
+def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, kind: str = Job.Kind.PRETRAIN,
+                limit: int | None = None, base_count: int = 1) -> list[dict[str, Any]]:
     """One config per combination of the axes' values, in order (first axis slowest). An axis is a dotted config key
     or an alias in GRID_ALIASES ('cluster.k' sets k_video, k_audio and k_joint together). No axes: [base].
 
-    LabError('grid') before anything is built when base_count × the grid's size exceeds `limit` (LAB_MAX_GRID by
-    default), so a request for millions of combinations costs nothing."""
+    LabError('grid') before anything is built when an axis is no key of the kind's config, or when base_count × the
+    grid's size exceeds `limit` (LAB_MAX_GRID by default), so a request for millions of combinations costs
+    nothing."""
     axes = {axis: list(values) for axis, values in axes.items()}
+    known = grid_keys(kind)
+    unknown = sorted(str(axis) for axis in axes if axis not in known)
+    if unknown:
+        raise LabError({"grid": [f"grid axis {unknown[0]!r:.80} is no config key of a {kind} job"]})
     limit = settings.LAB_MAX_GRID if limit is None else limit
     size = base_count * math.prod(len(values) or 1 for values in axes.values())
     if size > limit:
@@ -167,8 +167,13 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
 def _check_meta(*, priority: int, resource: str, gpus: int, name: str = "") -> None:
     errors: dict[str, list[str]] = {}
     longest = Job._meta.get_field("name").max_length
-    if not isinstance(name, str) or len(name) > longest:
+    if not isinstance(name, str):
         errors["name"] = [f"name must be text of at most {longest} characters"]
+    else:
+        try:
+            _check_text("name", name, longest)
+        except LabError as exc:
+            errors |= exc.errors
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
         errors["priority"] = [f"priority must be an integer 0-9, got {priority!r}"]
     if resource not in Job.Resource.values:
@@ -202,8 +207,7 @@ def _checked_config(kind: str, raw: dict[str, Any], team: Team, *, index: int, m
     try:
         cfg = validate_config(kind, raw)
     except ConfigError as exc:
-        key = config_error_key(str(exc))
-        raise LabError({where: [str(exc)], **({f"config.{key}": [str(exc)]} if key else {})}) from None
+        raise LabError({where: [str(exc)], **({f"config.{exc.key}": [str(exc)]} if exc.key else {})}) from None
     if kind == Job.Kind.EVALUATE and not _checkpoint_in_team(cfg["checkpoint"], team):
         message = f"checkpoint {cfg['checkpoint']!r} belongs to another team's job"
         raise LabError({where: [message], "config.checkpoint": [message]})
@@ -238,7 +242,12 @@ def check_evaluations(specs: list[dict[str, Any]], team: Team) -> list[dict[str,
     for index, spec in enumerate(specs):
         if not isinstance(spec, dict):
             raise LabError({"evaluations": [f"evaluations[{index}] must be an object"]})
-        dataset = Dataset.objects.filter(team=team, pk=spec.get("dataset")).first()
+        unknown = sorted(str(key) for key in set(spec) - EVALUATION_SPEC_KEYS)
+        if unknown:
+            raise LabError({"evaluations": [f"evaluations[{index}]: unknown field {unknown[0]!r:.80}; a spec has "
+                                            f"{', '.join(sorted(EVALUATION_SPEC_KEYS))}"]})
+        pk = parse_id(spec.get("dataset"))
+        dataset = Dataset.objects.filter(team=team, pk=pk).first() if pk else None
         if dataset is None:
             raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.get('dataset')!r} in this team"]})
         clean = {"dataset": dataset.pk, "split": spec.get("split", 1), "protocol": spec.get("protocol", ""),
@@ -374,7 +383,8 @@ def on_job_succeeded(job: Job) -> list[Job]:
     validates (its dataset was deleted) is noted in the log and skipped; the others still run."""
     children = []
     for spec in job.evaluations or []:
-        dataset = Dataset.objects.filter(team=job.team, pk=spec.get("dataset")).first()
+        pk = parse_id(spec.get("dataset"))
+        dataset = Dataset.objects.filter(team=job.team, pk=pk).first() if pk else None
         try:
             if dataset is None:
                 raise LabError(f"dataset {spec.get('dataset')} no longer exists")
@@ -454,13 +464,16 @@ def requeue_stale_jobs(timeout_s: float | None = None) -> list[int]:
 
 
 def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None) -> Dataset:
-    """Read the folder with xdc's layout reader (all splits) and store its file and class counts; LabError naming
-    the field at fault when the name is taken, the layout unknown or the folder unreadable as that layout."""
-    from xdc.data.layouts import LAYOUTS, read_layout
+    """Read the folder with xdc's layout reader (every split of every fold) and store its file and class counts;
+    LabError naming the field at fault when the name is taken or not storable, the layout unknown or the folder
+    unreadable as that layout."""
+    from xdc.data.layouts import LAYOUTS, read_every_split
 
-    name = (name or "").strip()
+    name = name.strip() if isinstance(name, str) else ""
     if not name:
         raise LabError({"name": ["a dataset needs a name"]})
+    _check_text("name", name, Dataset._meta.get_field("name").max_length)
+    _check_text("path", path if isinstance(path, str) else "", Dataset._meta.get_field("path").max_length)
     if Dataset.objects.filter(team=team, name=name).exists():
         raise LabError({"name": [f"the team already has a dataset named {name!r}"]})
     if layout not in LAYOUTS:
@@ -469,7 +482,7 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
     if not str(path or "").strip() or not folder.is_dir():
         raise LabError({"path": [f"{path!r} is not an existing folder on the lab's machines"]})
     try:
-        listing = read_layout(layout, folder, split="all", fold=1)
+        listing = read_every_split(layout, folder)
     except DataError as exc:
         raise LabError({"path": [str(exc)]}) from None
     try:
@@ -479,6 +492,16 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
                                           labeled=listing.labeled, created_by=user)
     except IntegrityError:  # registered by someone else between the check above and now
         raise LabError({"name": [f"the team already has a dataset named {name!r}"]}) from None
+
+
+def _check_text(field_name: str, value: str, longest: int) -> None:
+    """Text a column holds on every database: at most `longest` characters, no NUL, no lone surrogate."""
+    if len(value) > longest:
+        raise LabError({field_name: [f"{field_name} must be at most {longest} characters, got {len(value)}"]})
+    try:
+        check_text(field_name, value)
+    except ConfigError as exc:
+        raise LabError({field_name: [str(exc)]}) from None
 
 
 # -- the leaderboard -------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def switch_team(request: HttpRequest) -> HttpResponse:
-    team = selectors.user_teams(request.user).filter(pk=request.POST.get("team")).first()
+    team_id = selectors.parse_id(request.POST.get("team"))
+    team = selectors.user_teams(request.user).filter(pk=team_id).first() if team_id else None
     if team is not None:
         request.session["team_id"] = team.pk
     target = request.POST.get("next", "")
@@ -69,7 +70,7 @@ def _submit(request: HttpRequest, form_class, kind: str) -> HttpResponse:
     team = selectors.current_team(request)
     clone = None
     if request.GET.get("clone"):
-        clone = selectors.get_job(request.user, int(request.GET["clone"]) if request.GET["clone"].isdigit() else 0)
+        clone = selectors.get_job(request.user, request.GET["clone"])
     initial = form_class.initial_from(clone) if clone is not None and clone.kind == kind else {}
     form = form_class(request.POST or None, user=request.user, team=team, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -129,7 +130,7 @@ def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def compare(request: HttpRequest) -> HttpResponse:
-    ids = [int(i) for i in request.GET.getlist("ids") + request.GET.get("id_list", "").split(",") if i.isdigit()]
+    ids = selectors.parse_ids(request.GET.getlist("ids") + [request.GET.get("id_list", "")])
     jobs = list(selectors.visible_jobs(request.user).filter(pk__in=ids).order_by("pk"))
     flats = [flatten(job.config) for job in jobs]
     keys = sorted({k for flat in flats for k in flat})
@@ -159,7 +160,7 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
     variant = request.GET.get("variant", "")
     dataset_id = request.GET.get("dataset", "")
     board = services.leaderboard(team, variant=variant or None,
-                                 dataset=int(dataset_id) if dataset_id.isdigit() else None) if team else None
+                                 dataset=selectors.parse_id(dataset_id)) if team else None
     rows = [(row, [row.cells.get(column) for column in board.columns]) for row in board.rows] if board else []
     return render(request, "lab/leaderboard.html", {
         "board": board, "rows": rows, "team": team, "variants": list(VARIANTS),

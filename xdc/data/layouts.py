@@ -78,10 +78,30 @@ def read_layout(layout: str, root: str | Path, *, split: str = "train", fold: in
     root_dir = _existing_root(layout, root)
     _check_split(layout, reader, split)
     _check_fold(layout, reader, fold)
-    listing = reader.read(root_dir, split, fold)
+    try:
+        listing = reader.read(root_dir, split, fold)
+    except OSError as error:  # an unreadable split file, label file or folder
+        raise DataError(f"{layout}: cannot read {error.filename or root_dir}: {error.strerror or error}") from None
     if not listing.samples:
         raise DataError(f"{layout}: no samples under {root_dir} for split {split!r}, fold {fold}")
+    outside = next((s.path for s in listing.samples if not Path(os.path.normpath(s.path)).is_relative_to(root_dir)),
+                   None)
+    if outside is not None:  # '../other/x.mp4' or an absolute path in a split or label file
+        raise DataError(f"{layout}: {outside} is listed but lies outside the dataset root {root_dir}")
     return listing
+
+
+def read_every_split(layout: str, root: str | Path) -> Listing:
+    """The whole dataset (split 'all'), after reading every split of every fold the layout defines, so a missing,
+    empty or broken split file of any fold is refused now (at registration) rather than when a job asks for it.
+    Layouts without folds (folder, kinetics, dcase) have optional splits and are read whole."""
+    reader = _reader(layout)
+    if reader.folds > 1:
+        for fold in range(1, reader.folds + 1):
+            for split in reader.splits:
+                if split != "all":
+                    read_layout(layout, root, split=split, fold=fold)
+    return read_layout(layout, root, split="all", fold=1)
 
 
 def _reader(layout: str) -> Reader:
@@ -119,17 +139,20 @@ def _check_fold(layout: str, reader: Reader, fold: int) -> None:
 # Shared helpers: directory walks, text and CSV parsing, missing-file reports.
 
 
-def _visible(path: Path, top: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(top).parts)
-
-
 def _media_files(top: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Every non-hidden file under ``top`` (recursively) whose suffix is in ``suffixes``, sorted."""
-    found = (
-        path
-        for path in top.rglob("*")
-        if path.suffix.lower() in suffixes and _visible(path, top) and path.is_file()
-    )
+    """Every non-hidden file under ``top`` (recursively) whose suffix is in ``suffixes``, sorted. A folder that
+    cannot be read is an error, not a silent gap in the dataset."""
+
+    def refuse(error: OSError) -> None:
+        raise error
+
+    found = []
+    for folder, dirs, files in os.walk(top, onerror=refuse):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
+                found.append(path)
     return sorted(found)
 
 

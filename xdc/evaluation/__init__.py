@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xdc.config import _build
+from xdc.config import SEED_MAX, _build, check_fields, setting
 from xdc.errors import ConfigError
 
 BENCHMARKS = ("ucf101", "hmdb51", "esc50", "dcase", "folder")
 SPLITS = {"ucf101": range(1, 4), "hmdb51": range(1, 4), "esc50": range(0, 6)}
 # Protocol presets: name -> what it is for (the site's choices read this).
 PRESETS = {"": "full", "small": "small: the 2-core CPU budget", "tiny": "tiny (smoke test)"}
-RUNTIME_KEYS = {"device", "experiment", "run_name", "workers"}  # do not change the numbers
 
 ProgressFn = Callable[[float, float | None, str], None]
 
@@ -39,22 +38,28 @@ ProgressFn = Callable[[float, float | None, str], None]
 class EvalConfig:
     """Everything an evaluation depends on. Stored in its result record as `config`, logged as MLflow params."""
 
-    checkpoint: str = "random"  # a final.pt of `xdc pretrain`, "random" or "supervised"
-    benchmark: str = "ucf101"  # ucf101 | hmdb51 | esc50 | dcase | folder
-    data: str = ""  # dataset root in the benchmark's layout
-    split: int = 1  # UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 = all five; ignored for dcase/folder
-    protocol: str = "linear"  # finetune | linear | retrieval (video benchmarks); svm (audio benchmarks)
-    version: int = 0  # protocol version; 0 = the latest
-    preset: str = ""  # "" (full), "small" (2-core CPU budget) or "tiny" (smoke test), recorded '<protocol>-<preset>'
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "xdc-eval"
-    run_name: str = ""
-    pretrain_run_id: str = ""  # defaults to the run id stored in the checkpoint
-    supervised_data: str = ""  # labelled video folder for checkpoint=supervised (default: the benchmark's train set)
-    width: int = 0  # random/supervised width (0: the preset's, 8 tiny / 16 small / 64 full); checked for a checkpoint
-    workers: int = -1  # DataLoader workers; -1: 0 for tiny, else min(8, CPUs)
-    shuffle_train_labels: bool = False  # control: permute the training labels (the score should fall to chance)
+    checkpoint: str = setting("random", longest=4096,
+                              help="a final.pt of `xdc pretrain`, 'random' or 'supervised'")
+    benchmark: str = setting("ucf101", choices=BENCHMARKS)
+    data: str = setting("", longest=4096, help="dataset root in the benchmark's layout")
+    split: int = setting(1, low=0, high=5,
+                         help="UCF101/HMDB51 split 1-3; ESC-50 fold 1-5 or 0 = all five; ignored for dcase/folder")
+    protocol: str = setting("linear", longest=40, help="finetune | linear | retrieval (video); svm (audio)")
+    version: int = setting(0, low=0, high=1000, help="protocol version; 0 = the latest")
+    preset: str = setting("", choices=tuple(PRESETS), help="recorded as '<protocol>-<preset>'")
+    seed: int = setting(0, low=0, high=SEED_MAX)
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"), runtime=True)
+    experiment: str = setting("xdc-eval", runtime=True)
+    run_name: str = setting("", runtime=True)
+    pretrain_run_id: str = setting("", longest=64, runtime=True, help="defaults to the run id in the checkpoint")
+    supervised_data: str = setting("", longest=4096, help="labelled video folder for checkpoint=supervised "
+                                                          "(default: the benchmark's train set)")
+    width: int = setting(0, low=0, limit=512,
+                         help="random/supervised width (0: the preset's); checked against a checkpoint")
+    workers: int = setting(-1, low=-1, limit=128, runtime=True,
+                           help="DataLoader workers; -1: 0 for tiny, else min(8, CPUs)")
+    shuffle_train_labels: bool = setting(False, help="control: permute the training labels (the score should fall "
+                                                     "to chance)")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EvalConfig:
@@ -66,19 +71,17 @@ class EvalConfig:
     def validate(self) -> EvalConfig:
         from xdc.evaluation.protocols import resolve
 
-        _require(self.benchmark in BENCHMARKS, f"benchmark must be one of {', '.join(BENCHMARKS)}, "
-                                               f"got {self.benchmark!r}")
-        _require(self.preset in PRESETS, f"preset must be one of {', '.join(map(repr, PRESETS))}, got {self.preset!r}")
-        _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
-        _require(bool(self.checkpoint), "checkpoint must be a final.pt path, 'random' or 'supervised'")
-        _require(bool(self.data), "data (the dataset root) must be given")
-        for name, low in (("version", 0), ("seed", 0), ("width", 0), ("workers", -1)):
-            _require(getattr(self, name) >= low, f"{name} must be at least {low}, got {getattr(self, name)}")
+        check_fields(self)
+        _require(bool(self.checkpoint), "checkpoint must be a final.pt path, 'random' or 'supervised'", "checkpoint")
+        _require(bool(self.data), "data (the dataset root) must be given", "data")
         allowed = SPLITS.get(self.benchmark)
         if allowed is not None:
             _require(self.split in allowed, f"split must be in {allowed.start}..{allowed.stop - 1} for "
-                                            f"{self.benchmark}, got {self.split}")
-        resolve(self.protocol, version=self.version, preset=self.preset, benchmark=self.benchmark)
+                                            f"{self.benchmark}, got {self.split}", "split")
+        try:
+            resolve(self.protocol, version=self.version, preset=self.preset, benchmark=self.benchmark)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), key=exc.key or "protocol") from None
         return self
 
     @property
@@ -124,9 +127,9 @@ def default_out_dir(cfg: EvalConfig) -> Path:
     return Path("runs") / "eval" / f"{cfg.benchmark}-{protocol}-split{cfg.split}-{short}"
 
 
-def _require(ok: bool, message: str) -> None:
+def _require(ok: bool, message: str, key: str) -> None:
     if not ok:
-        raise ConfigError(message)
+        raise ConfigError(message, key=key)
 
 
 def _prepare(cfg: EvalConfig):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xdc.config import PretrainConfig, load_config
+from xdc.config import PretrainConfig, load_config, runtime_keys
 from xdc.data import load_video_set
 from xdc.data.clips import Video
 from xdc.data.index import default_cache_dir
@@ -37,7 +37,6 @@ from xdc.models import AudioResNet18, R2Plus1D18
 SUPERVISED_BUDGET = {"": "", "small": "small", "tiny": "small"}
 AUDIO_FRONT_END = ("sample_rate", "n_mels", "window_ms", "hop_ms")
 VIDEO_INPUT = ("clip_frames", "fps", "resize_short", "crop_size")
-_NOT_HASHED = {"device", "precision", "log_every", "run_name", "experiment"}
 
 
 @dataclass
@@ -230,8 +229,7 @@ def _labelled_videos(root: str, workers: int) -> list[tuple[str, str]]:
 
 
 def _supervised_key(cfg: PretrainConfig, files: list[tuple[str, str]]) -> str:
-    flat = {k: v for k, v in cfg.flat().items() if k not in _NOT_HASHED and not k.startswith("data.path")
-            and k != "data.num_workers"}
+    flat = {k: v for k, v in cfg.flat().items() if k not in runtime_keys(PretrainConfig) and k != "data.path"}
     payload = json.dumps({"config": flat, "files": files}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
