@@ -185,12 +185,13 @@ def _wait_until(condition, what: str, *, timeout: float = 120.0, errors: tuple =
 
 
 @pytest.fixture
-def lab(lab_worker, lab_broker, settings, transactional_db) -> LabWorker:
+def lab(lab_worker, lab_broker, settings, transactional_db, tmp_path_factory) -> LabWorker:
     """Jobs submitted in this test go to `lab_worker` through Celery; committed rows, so the worker sees them."""
     from workers.celery import app
 
     settings.LAB_ENQUEUE = "celery"
     settings.LAB_RUNS_DIR = lab_worker.runs_dir
+    settings.LAB_DATA_ROOTS = [tmp_path_factory.getbasetemp().resolve()]
     settings.MLFLOW_TRACKING_URI = settings.MLFLOW_UI_URL = lab_worker.env["MLFLOW_TRACKING_URI"]
     previous = app.conf.broker_url
     _use_broker(app, lab_broker)

@@ -171,6 +171,10 @@ if MLFLOW_UI_URL and urlsplit(MLFLOW_UI_URL).scheme not in ("http", "https"):
     raise ImproperlyConfigured(f"MLFLOW_UI_URL must be an http(s) address of the MLflow UI, got {MLFLOW_UI_URL!r}")
 LAB_ENQUEUE = env_choice("LAB_ENQUEUE", "celery", ("celery", "none"))
 LAB_RUNS_DIR = Path(env_str("LAB_RUNS_DIR", str(VAR_DIR / "runs"))).resolve()
+# Folders every team may register datasets from (shared public datasets: Kinetics, UCF101, ...), separated by ":".
+# A team's own folders are its `data_roots` in the admin; nothing outside these is ever listed or read.
+LAB_DATA_ROOTS = [Path(item).expanduser().resolve()
+                  for item in env_str("LAB_DATA_ROOTS", str(VAR_DIR / "data")).split(os.pathsep) if item.strip()]
 LAB_STALE_SECONDS = env_int("LAB_STALE_SECONDS", 300, minimum=10)
 LAB_LOG_TAIL_CHARS = env_int("LAB_LOG_TAIL_CHARS", 20000, minimum=100)
 LAB_MAX_GRID = env_int("LAB_MAX_GRID", 64, minimum=1)

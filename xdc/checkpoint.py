@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from xdc.errors import DataError
 
 KEEP = 2
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -38,10 +41,31 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def load_latest(directory: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint; an unreadable newest one (disk full, killed mid-copy) falls back to the next."""
+    """The newest readable checkpoint; an unreadable newest one (disk full, killed mid-copy) falls back to the next.
+
+    Loaded with `weights_only=True`: a checkpoint holds tensors and plain values only, so a file planted in a shared
+    runs folder cannot run code on the worker that resumes from it; one that holds anything else is refused."""
     for path in list_checkpoints(directory):
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise DataError(f"{path} holds objects other than tensors and plain values, so it was not written by "
+                            "this version of xdc (or was tampered with); it is not loaded. Move it away to start "
+                            "the run over.") from None
         except (OSError, RuntimeError, EOFError):
             continue
     return None
+
+
+def writable_dir(path: str | Path) -> Path:
+    """`path` as an output folder: an existing folder, or one whose nearest existing ancestor is a folder this
+    process may write in. DataError otherwise; nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"output {path} exists and is not a folder")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise DataError(f"output {path} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"output {path} cannot be written: no write permission on {existing}")
+    return path

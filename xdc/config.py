@@ -24,6 +24,7 @@ import yaml
 from xdc.errors import ConfigError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
+CONFIG_FILE_BYTES = 1 << 20
 
 
 def setting(default: Any, *, low: float | None = None, high: float | None = None, limit: float | None = None,
@@ -274,7 +275,7 @@ def check_text(key: str, value: str) -> None:
 
 
 def _number(bound: float) -> str:
-    return f"{bound:,}".replace(",", "_") if isinstance(bound, int) and bound >= 10_000 else f"{bound:g}"
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def _raised_limits() -> dict[str, float]:
@@ -335,9 +336,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        if path.stat().st_size > CONFIG_FILE_BYTES:
+            raise ConfigError(f"config file {path} is larger than {CONFIG_FILE_BYTES // 1024} KiB; a config is a "
+                              "few keys")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a config") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

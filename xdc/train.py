@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from xdc import __version__
-from xdc.checkpoint import load_latest, save_checkpoint, write_atomic
+from xdc.checkpoint import load_latest, save_checkpoint, writable_dir, write_atomic
 from xdc.clustering import cluster_features, diagnostics, uniform_weights
 from xdc.config import PretrainConfig, runtime_keys
 from xdc.data import VideoSet, load_video_set
@@ -63,6 +63,7 @@ def pretrain(cfg: PretrainConfig, tracker: Tracker | None = None, *, out_dir: st
     anything is written. A stop request checkpoints and returns with `stopped=True`; the run can be resumed.
     """
     cfg.validate()
+    out_dir = writable_dir(out_dir)
     device = resolve_device(cfg.device)
     group = init_distributed(device.type)
     run = None
@@ -401,8 +402,8 @@ class _Pretraining:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "position": dict(self.position),
-            "assignments": self.assignments,
-            "previous": self.previous,
+            "assignments": _tensors(self.assignments),
+            "previous": _tensors(self.previous),
             "rng": _rng_state(),
             "config": self.cfg.to_dict(),
             "run_id": self.run_id,
@@ -562,15 +563,23 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy = [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
+    state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Cluster assignments as tensors, which a `weights_only` load reads back (numpy arrays it refuses)."""
+    return {name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in arrays.items()}
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(tuple(item if not isinstance(item, list) else tuple(item) for item in state["python"]))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -27,7 +27,8 @@ def team_with_data(lab, django_user_model, tmp_path):
     user = django_user_model.objects.create_user("grace", password="pw-grace-12345")
     team = Team.objects.create(name="Audio-Visual", slug="av")
     Membership.objects.create(user=user, team=team)
-    make_synthetic(tmp_path / "data", videos=8, classes=4, seed=5, duration=2.0)
+    # 3 videos a class: every official UCF101 split then has each class in its test list, as registration checks
+    make_synthetic(tmp_path / "data", videos=12, classes=4, seed=5, duration=2.0)
     services.register_dataset(team=team, name="synthetic", layout="folder", path=str(tmp_path / "data"), user=user)
     services.register_dataset(team=team, name="synthetic-ucf101", layout="ucf101", path=str(tmp_path / "data/ucf101"),
                               user=user)

@@ -21,6 +21,9 @@ from webapp.lab.models import ApiToken, Membership, Team
 def _lab_settings(settings, tmp_path):
     settings.LAB_ENQUEUE = "none"
     settings.LAB_RUNS_DIR = tmp_path / "runs"
+    settings.LAB_DATA_ROOTS = [tmp_path.resolve()]
+    # The test users' passwords need no key stretching; PBKDF2's 0.3 s per user would dominate the suite.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:9"
     settings.MLFLOW_UI_URL = "http://mlflow.example"
 

@@ -62,13 +62,15 @@ class TestSubmit:
     @pytest.mark.parametrize("body, field", [
         ({"config": {"cluster": {"k_video": 1}}}, "config.cluster.k_video"),
         ({"config": {"bogus": 1}}, "config"),
-        ({"configs": [{}, {"rounds": 0}]}, "configs[1]"),
+        ({"configs": [{}, {"rounds": 0}], "dataset": "synth"}, "configs[1]"),
         ({"config": {}, "priority": 11}, "priority"),
         ({"config": {}, "kind": "train"}, "kind"),
         ({"config": {}, "team": "team-b"}, "team"),
         ({"config": {}, "dataset": 999}, "dataset"),
         ({"config": {}, "grid": {"seed": 3}}, "grid"),
-        ({"config": {}, "evaluations": [{"dataset": 999, "protocol": "linear"}]}, "evaluations"),
+        ({"config": {}, "dataset": "synth", "evaluations": [{"dataset": 999, "protocol": "linear"}]}, "evaluations"),
+        ({"config": {}}, "config.data.path"),
+        ({"config": {"data": {"path": "/etc"}}, "dataset": "synth"}, "config.data.path"),
         ({"kind": "evaluate", "config": {"benchmark": "nope", "data": "/x"}}, "config"),
     ])
     def test_a_bad_payload_is_400_with_field_errors_and_creates_nothing(self, client, token_a, dataset_a, body,

@@ -381,9 +381,10 @@ class TestLinksAreChecked:
         cfg = {"checkpoint": theirs, "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}
         with pytest.raises(services.LabError) as caught:
             services.submit_jobs(alice, team_b, "evaluate", [cfg])
-        assert "another team" in caught.value.errors["config"][0]
+        assert "nor a succeeded pretraining of team team-b" in caught.value.errors["config.checkpoint"][0]
         [own] = services.submit_jobs(alice, team_a, "evaluate", [cfg])
         assert own.config["checkpoint"] == theirs
+        assert own.parent.final_checkpoint == theirs  # named by its path, the job is still the parent
 
     def test_a_name_too_long_or_not_text_is_refused(self, alice, team_a, dataset_a):
         for name in ("x" * 201, {"a": 1}):

@@ -41,6 +41,12 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--config", "nowhere.yaml"], "nowhere.yaml"),
     (["--layout", "ucf101"], "classInd.txt"),
+    (["--set", "optim.momentum=nan"], "optim.momentum must be a finite number"),
+    (["--set", "optim.lr=inf"], "optim.lr must be a finite number"),
+    (["--set", "seed=4294967296"], "seed must be at most 4294967295"),
+    (["--set", "rounds=100000"], "XDC_LIMITS raises it"),
+    (["--set", "data.layout=kinetic"], "data.layout must be one of"),
+    (["--set", "data.split=val"], "data.split must be one of all, train"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(synthetic_root, tmp_path, args, message):
     # argparse keeps the last value of a repeated flag, so the bad one overrides the good default
@@ -52,6 +58,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(synthetic_root, tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xdc: error: ") and message in lines[0], done.stderr
     assert list(tmp_path.iterdir()) == []  # no output folder, no ./mlruns
+
+
+@pytest.mark.parametrize("case", ["non-utf8-config", "out-is-a-file", "out-under-a-file"])
+def test_a_bad_file_argument_is_one_line_exit_2_and_writes_nothing(synthetic_root, tmp_path, case):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "config.yaml").write_bytes(b"rounds: 2\n# caf\xe9\n")
+    (inputs / "a-file").write_text("")
+    argv = {"non-utf8-config": ["--out", "out", "--config", str(inputs / "config.yaml")],
+            "out-is-a-file": ["--out", str(inputs / "a-file")],
+            "out-under-a-file": ["--out", str(inputs / "a-file" / "run")]}[case]
+
+    done = xdc("pretrain", "--quiet", "--no-track", "--data", str(synthetic_root), "--preset", "tiny", *argv,
+               cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xdc: error: "), done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "config.yaml", "inputs"]
 
 
 @pytest.mark.slow

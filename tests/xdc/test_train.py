@@ -108,7 +108,8 @@ def test_stop_mid_epoch_resumes_at_the_next_step(synthetic_root, tmp_path):
     assert steps[0] == 4 and tracker.status == "FINISHED"  # log_every=2: steps 3-4 are the first logged
 
 
-def test_a_non_finite_loss_fails_the_run_with_a_clear_reason(synthetic_root, tmp_path):
+def test_a_non_finite_loss_fails_the_run_with_a_clear_reason(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDC_LIMITS", "optim.lr=1e30")  # past the lab's limit of 10, which a deployment may raise
     tracker = NullTracker()
     with pytest.raises(TrainingError, match="non-finite loss"):
         pretrain(tiny(synthetic_root, "optim.lr=1e30", "log_every=1"), tracker, out_dir=tmp_path / "run")

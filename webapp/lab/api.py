@@ -123,8 +123,9 @@ def jobs(request: HttpRequest) -> JsonResponse:
 
 
 def _submit(request: HttpRequest) -> JsonResponse:
-    """{"kind", "config" or "configs", optional "grid" {axis: [values]}, "team" (slug), "dataset" (id, fills
-    data.path/layout of a pretraining), "evaluations", "parent", "priority", "resource", "gpus", "name"}."""
+    """{"kind", "config" or "configs", optional "grid" {axis: [values]}, "team" (slug), "dataset" (id or name: the
+    data a pretraining trains on or an evaluation measures), "evaluations", "parent", "priority", "resource",
+    "gpus", "name"}."""
     try:
         body = _body(request)
         unknown = sorted(set(body) - SUBMIT_FIELDS)
@@ -141,9 +142,6 @@ def _submit(request: HttpRequest) -> JsonResponse:
             return error(400, {"evaluations": ["only a pretraining queues evaluations"]})
         configs = _configs(body, kind)
         dataset = _dataset(body, team)
-        if dataset is not None and kind == Job.Kind.PRETRAIN:
-            configs = [services.set_dotted(services.set_dotted(c, "data.path", dataset.path), "data.layout",
-                                           dataset.layout) for c in configs]
         parent = _parent(body, team)
         meta = {k: body[k] for k in ("priority", "resource", "gpus", "name") if k in body}
         created = services.submit_jobs(request.api_user, team, kind, configs, dataset=dataset, parent=parent,

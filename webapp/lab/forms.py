@@ -274,7 +274,8 @@ class PretrainForm(TeamFormMixin, MetaFields):
         if cleaned.get("crop_size") and base.get("data", {}).get("resize_short", 128) < cleaned["crop_size"]:
             base = services.set_dotted(base, "data.resize_short", cleaned["crop_size"])
         base = deep_merge(base, cleaned.get("overrides") or {})
-        base.pop("run_name", None)
+        base.pop("run_name", None)  # the new job's own, and the team's experiment (a clone may cross teams)
+        base.pop("experiment", None)
         return base
 
     def _evaluations(self, cleaned: dict[str, Any]) -> None:

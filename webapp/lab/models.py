@@ -4,6 +4,7 @@ API tokens. Writes go through `webapp.lab.services`; these classes hold only fie
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -15,6 +16,10 @@ class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=60, unique=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="teams")
+    data_roots = models.TextField(blank=True, help_text="folders only this team may register datasets from, one "
+                                                        "absolute path a line (LAB_DATA_ROOTS are open to all teams)")
+    checkpoint_roots = models.TextField(blank=True, help_text="folders of checkpoints trained outside the lab that "
+                                                              "this team may evaluate, one absolute path a line")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -23,10 +28,22 @@ class Team(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def data_root_paths(self) -> list[Path]:
+        return _root_paths(self.data_roots)
+
+    def checkpoint_root_paths(self) -> list[Path]:
+        return _root_paths(self.checkpoint_roots)
+
     @property
     def mlflow_experiment(self) -> str:
         """One MLflow experiment per team: every job of the team logs its run there."""
         return f"lab-{self.slug}"
+
+
+def _root_paths(text: str) -> list[Path]:
+    """The absolute folders of a one-path-a-line field, symlinks resolved (a relative line means nothing, so none)."""
+    lines = (line.strip() for line in (text or "").splitlines())
+    return [Path(line).expanduser().resolve() for line in lines if line and Path(line).expanduser().is_absolute()]
 
 
 class Membership(models.Model):

@@ -43,7 +43,7 @@ def current_team(request) -> Team | None:
 def team_for(user, slug: str | None) -> Team | None:
     """The named team if the user is in it (None otherwise); without a slug, the user's first team."""
     teams = user_teams(user)
-    if slug and not isinstance(slug, str):
+    if slug and (not isinstance(slug, str) or "\x00" in slug):
         return None
     return teams.filter(slug=slug).first() if slug else teams.first()
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import statistics
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -141,8 +142,12 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
                 resource: str = Job.Resource.GPU, gpus: int = 1, name: str = "") -> list[Job]:
     """Validate every config, then create one queued job per config and enqueue them once committed.
 
-    Nothing is created if any config is refused: LabError maps 'config' (or 'configs[i]' for grids) to the reason.
-    The team's MLflow experiment is written into each config, and each job gets its own output folder.
+    Nothing is created if any config is refused: LabError maps 'config' (or 'configs[i]' for grids) and
+    'config.<key>' to the reason. What a job reads must be its team's: a pretraining trains on a dataset of the
+    team (`dataset`, or the one whose path its data.path names), an evaluation measures a benchmark dataset of the
+    team with a baseline, a succeeded pretraining of the team (`parent`, or the job whose final.pt it names) or a
+    file under one of the team's checkpoint roots. The team's MLflow experiment is written into each config, and
+    each job gets its own output folder.
     """
     if not configs:
         raise LabError({"config": ["no configuration to submit"]})
@@ -154,11 +159,19 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
     if parent is not None:  # an evaluation of a pretraining job runs on its checkpoint, whatever the config said
         configs = [{**raw, "checkpoint": parent.final_checkpoint, "pretrain_run_id": parent.mlflow_run_id}
                    if isinstance(raw, dict) else raw for raw in configs]
-    checked = [_checked_config(kind, raw, team, index=i, many=len(configs) > 1) for i, raw in enumerate(configs)]
+    many = len(configs) > 1
+    planned = []
+    for index, raw in enumerate(configs):
+        where = f"configs[{index}]" if many else "config"
+        if dataset is not None:
+            raw = _follow_dataset(kind, raw, dataset, where)
+        cfg = _checked_config(kind, raw, team, where)
+        planned.append((cfg, *_links(kind, cfg, team, dataset=dataset, parent=parent, where=where)))
     specs = check_evaluations(evaluations or [], team) if kind == Job.Kind.PRETRAIN else []
     with transaction.atomic():
-        jobs = [_create_job(user, team, kind, cfg, dataset=dataset, evaluations=specs, parent=parent,
-                            priority=priority, resource=resource, gpus=gpus, name=name) for cfg in checked]
+        jobs = [_create_job(user, team, kind, cfg, dataset=data, evaluations=specs, parent=source,
+                            priority=priority, resource=resource, gpus=gpus, name=name)
+                for cfg, data, source in planned]
     for job in jobs:
         transaction.on_commit(lambda job=job: enqueue(job))
     return jobs
@@ -200,28 +213,106 @@ def _check_links(team: Team, kind: str, *, dataset: Dataset | None, parent: Job 
                                    f"{parent.pk} is a {parent.status} {parent.kind} job"]})
 
 
-def _checked_config(kind: str, raw: dict[str, Any], team: Team, *, index: int, many: bool) -> dict[str, Any]:
-    where = f"configs[{index}]" if many else "config"
+def _checked_config(kind: str, raw: dict[str, Any], team: Team, where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
+        unchosen = (None, "", PretrainConfig().experiment, eval_config_class()().experiment)  # the defaults
+        if raw.get("experiment") not in (*unchosen, team.mlflow_experiment):
+            message = f"experiment is the team's own, {team.mlflow_experiment}; got {raw['experiment']!r:.100}"
+            raise _config_error(where, "experiment", message)
         raw = {**raw, "experiment": team.mlflow_experiment}
     try:
-        cfg = validate_config(kind, raw)
+        return validate_config(kind, raw)
     except ConfigError as exc:
-        raise LabError({where: [str(exc)], **({f"config.{exc.key}": [str(exc)]} if exc.key else {})}) from None
-    if kind == Job.Kind.EVALUATE and not _checkpoint_in_team(cfg["checkpoint"], team):
-        message = f"checkpoint {cfg['checkpoint']!r} belongs to another team's job"
-        raise LabError({where: [message], "config.checkpoint": [message]})
-    return cfg
+        raise _config_error(where, exc.key, str(exc)) from None
 
 
-def _checkpoint_in_team(checkpoint: str, team: Team) -> bool:
-    """False for a path inside another team's folder of job outputs (LAB_RUNS_DIR/<slug>/…): those checkpoints
-    are that team's results, not to be evaluated by anyone else."""
+def _config_error(where: str, key: str | None, message: str) -> LabError:
+    return LabError({where: [message], **({f"config.{key}": [message]} if key else {})})
+
+
+def _follow_dataset(kind: str, raw: Any, dataset: Dataset, where: str) -> Any:
+    """The config with its data taken from the chosen dataset. A config that names other data is refused, so a
+    job never trains on a path while its row shows a dataset."""
+    if not isinstance(raw, dict):
+        return raw  # validation says what is wrong with it
+    if kind == Job.Kind.PRETRAIN:
+        wanted = {"data.path": dataset.path, "data.layout": dataset.layout}
+    else:
+        wanted = {"data": dataset.path, "benchmark": dataset.benchmark}
+    flat = flatten(raw)
+    for key, value in wanted.items():
+        given = flat.get(key)
+        if given not in (None, "") and not _same_data(key, given, value):
+            raise _config_error(where, key, f"{key} follows the chosen dataset {dataset.name} ({value}); "
+                                            f"got {given!r:.100}")
+        raw = set_dotted(raw, key, value)
+    return raw
+
+
+def _same_data(key: str, given: Any, value: str) -> bool:
+    if key in ("data.path", "data"):
+        return isinstance(given, str) and _resolved(given) == value
+    return given == value
+
+
+def _resolved(path: str) -> str:
+    """A path with `~`, `..` and symlinks resolved: what it really names, for comparing and checking roots."""
+    return str(Path(path).expanduser().resolve())
+
+
+def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | None, parent: Job | None,
+           where: str) -> tuple[Dataset, Job | None]:
+    """The team's dataset a checked config reads, and the pretraining job it evaluates (None for a baseline or a
+    file under the team's checkpoint roots); LabError naming the key when the config reaches beyond its team."""
+    if kind == Job.Kind.PRETRAIN:
+        data = dataset or _team_dataset(team, cfg["data"]["path"])
+        if data is None:
+            raise _config_error(where, "data.path", f"data.path {cfg['data']['path']!r:.200} is no dataset of "
+                                                    f"team {team.slug}; register it on the Datasets page first")
+        if data.layout != cfg["data"]["layout"]:
+            raise _config_error(where, "data.layout", f"dataset {data.name} is registered as {data.layout}, "
+                                                      f"not {cfg['data']['layout']}")
+        return data, None
+    source = parent or _checkpoint_source(team, cfg["checkpoint"], where)
+    data = dataset or _team_dataset(team, cfg["data"])
+    if data is None:
+        raise _config_error(where, "data", f"data {cfg['data']!r:.200} is no dataset of team {team.slug}; "
+                                           f"register it on the Datasets page first")
+    if data.benchmark != cfg["benchmark"]:
+        raise _config_error(where, "benchmark", f"dataset {data.name} is the {data.benchmark} benchmark's layout, "
+                                                f"not {cfg['benchmark']}'s")
+    if cfg["supervised_data"]:
+        labelled = _team_dataset(team, cfg["supervised_data"])
+        if labelled is None or not labelled.labeled:
+            raise _config_error(where, "supervised_data", f"supervised_data must be a labelled dataset of team "
+                                                          f"{team.slug}; got {cfg['supervised_data']!r:.200}")
+    return data, source
+
+
+def _team_dataset(team: Team, path: str) -> Dataset | None:
+    return Dataset.objects.filter(team=team, path=_resolved(path)).first() if path else None
+
+
+def _checkpoint_source(team: Team, checkpoint: str, where: str) -> Job | None:
+    """A checkpoint is a baseline, the final.pt of a succeeded pretraining of the team (that job, returned, becomes
+    the evaluation's parent), or an xdc checkpoint file under one of the team's checkpoint roots (the admin's
+    allowance for models trained elsewhere); never a free path."""
     if checkpoint in BASELINES:
-        return True
-    runs = Path(settings.LAB_RUNS_DIR).resolve()
-    path = Path(checkpoint).expanduser().resolve()
-    return not path.is_relative_to(runs) or path.is_relative_to(runs / team.slug)
+        return None
+    path = Path(_resolved(checkpoint))
+    if path.name == "final.pt":
+        source = Job.objects.filter(team=team, kind=Job.Kind.PRETRAIN, status=Job.Status.SUCCEEDED,
+                                    out_dir__in=[str(path.parent), str(Path(checkpoint).parent)]).first()
+        if source is not None:
+            return source
+    if any(path.is_relative_to(root) for root in team.checkpoint_root_paths()):
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            raise _config_error(where, "checkpoint", f"checkpoint {checkpoint!r:.200} is not an xdc checkpoint "
+                                                     f"file (the final.pt that `xdc pretrain` writes)")
+        return None
+    raise _config_error(where, "checkpoint", f"checkpoint {checkpoint!r:.200} is neither a baseline (random, "
+                                             f"supervised) nor a succeeded pretraining of team {team.slug}, nor "
+                                             f"under one of the team's checkpoint roots")
 
 
 def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any) -> Job:
@@ -479,8 +570,11 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
     if layout not in LAYOUTS:
         raise LabError({"layout": [f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}"]})
     folder = Path(path or "").expanduser()
-    if not str(path or "").strip() or not folder.is_dir():
-        raise LabError({"path": [f"{path!r} is not an existing folder on the lab's machines"]})
+    if not str(path or "").strip() or not folder.is_absolute():
+        raise LabError({"path": [f"{path!r:.200} is not an absolute path"]})
+    _check_data_root(team, folder.resolve())
+    if not folder.is_dir():
+        raise LabError({"path": [f"{path!r:.200} is not an existing folder on the lab's machines"]})
     try:
         listing = read_every_split(layout, folder)
     except DataError as exc:
@@ -492,6 +586,19 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
                                           labeled=listing.labeled, created_by=user)
     except IntegrityError:  # registered by someone else between the check above and now
         raise LabError({"name": [f"the team already has a dataset named {name!r}"]}) from None
+
+
+def _check_data_root(team: Team, folder: Path) -> None:
+    """A dataset lies under LAB_DATA_ROOTS (open to every team) or under one of the team's own data roots, and not
+    under another team's; `folder` has its symlinks resolved, so a link cannot lead out of a root."""
+    roots = [*settings.LAB_DATA_ROOTS, *team.data_root_paths()]
+    if not any(folder.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(root) for root in roots) or "none"
+        raise LabError({"path": [f"{folder} is outside the folders team {team.slug} may register datasets from "
+                                 f"({shown}); an admin adds a team's roots"]})
+    for other in Team.objects.exclude(pk=team.pk).exclude(data_roots=""):
+        if any(folder.is_relative_to(root) for root in other.data_root_paths()):
+            raise LabError({"path": [f"{folder} lies in a data root of another team"]})
 
 
 def _check_text(field_name: str, value: str, longest: int) -> None:
@@ -550,8 +657,8 @@ def leaderboard(team: Team, *, variant: str | None = None, dataset: Dataset | in
     protocol): mean ± std of the main metric over seeds and splits, n, pending evaluations, and the jobs behind."""
     rows: dict[str, Row] = {}
     pretrains = Job.objects.filter(team=team, kind=Job.Kind.PRETRAIN).select_related("dataset")
-    if variant:
-        pretrains = pretrains.filter(variant=variant)
+    if variant:  # no variant holds a NUL, and PostgreSQL refuses one in a query
+        pretrains = pretrains.filter(variant=variant) if "\x00" not in variant else pretrains.none()
     if dataset:
         pretrains = pretrains.filter(dataset=dataset)
     wanted = {job.pk: job for job in pretrains}

@@ -103,7 +103,10 @@ class EvalResult:
 def evaluate(cfg: EvalConfig, tracker=None, *, out_dir: str | Path, on_progress: ProgressFn | None = None,
              should_stop: Callable[[], bool] | None = None) -> EvalResult:
     """Evaluate `cfg.checkpoint` under `cfg.protocol` on `cfg.benchmark`; see the module docstring."""
-    return _prepare(cfg).execute(tracker, Path(out_dir), on_progress, should_stop)
+    from xdc.checkpoint import writable_dir
+
+    prepared = _prepare(cfg)
+    return prepared.execute(tracker, writable_dir(out_dir), on_progress, should_stop)
 
 
 def rerun(record: dict[str, Any], tracker=None, *, out_dir: str | Path, **kwargs) -> EvalResult:

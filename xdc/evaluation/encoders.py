@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,13 +254,23 @@ def _train_supervised(plan: EncoderPlan, on_progress: Callable | None,
 
 
 def _write_labels(folder: Path, files: list[tuple[str, str]]) -> None:
-    """A folder-layout labels.csv with absolute paths, so the baseline trains on exactly these files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """A folder-layout dataset of exactly these files: a link to each under `folder/videos` (a folder dataset lists
+    only files under its own root) and a labels.csv naming the links."""
+    videos = folder / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, (path, label) in enumerate(files):
+        link = videos / f"{index:06d}{Path(path).suffix}"
+        if link.is_symlink() and os.readlink(link) != path:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(path)
+        rows.append((link.relative_to(folder).as_posix(), label))
     tmp = folder / "labels.csv.tmp"
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "label"])
-        writer.writerows(files)
+        writer.writerows(rows)
     tmp.replace(folder / "labels.csv")
 
 

@@ -3,11 +3,12 @@
 Media files are empty placeholders: the readers only walk folders and parse annotations, they never decode.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 
-from xdc.data.layouts import LAYOUTS, MEDIA_SUFFIXES, Listing, Sample, read_layout
+from xdc.data.layouts import LAYOUTS, MEDIA_SUFFIXES, Listing, Sample, read_every_split, read_layout
 from xdc.errors import DataError
 
 
@@ -588,3 +589,52 @@ class TestDcase:
         touch(tmp_path / "train" / "park" / "park-helsinki-0-0-a.wav")
         with pytest.raises(DataError, match=r"split folder .*test does not exist"):
             read_layout("dcase", tmp_path, split="test")
+
+
+class TestWholeDatasets:
+    """What a registration reads: every split of every fold, nothing unreadable skipped, nothing outside the root."""
+
+    def test_every_split_of_every_fold_is_read(self, ucf101):
+        assert len(read_every_split("ucf101", ucf101).samples) == len(
+            read_layout("ucf101", ucf101, split="all", fold=1).samples)
+        (ucf101 / "ucfTrainTestlist" / "testlist02.txt").unlink()
+        with pytest.raises(DataError, match="testlist02"):
+            read_every_split("ucf101", ucf101)
+
+    def test_an_empty_split_file_of_a_later_fold_is_refused(self, ucf101):
+        write(ucf101 / "ucfTrainTestlist" / "testlist03.txt", "")
+        with pytest.raises(DataError, match="split 'test', fold 3"):
+            read_every_split("ucf101", ucf101)
+
+    def test_a_split_line_leaving_the_root_is_refused(self, ucf101, tmp_path):
+        touch(tmp_path.parent / "elsewhere" / "v_Archery_g99_c01.avi")
+        lists = ucf101 / "ucfTrainTestlist" / "trainlist01.txt"
+        lists.write_text(lists.read_text() + "../../elsewhere/v_Archery_g99_c01.avi 3\n")
+        with pytest.raises(DataError):
+            read_layout("ucf101", ucf101, split="train", fold=1)
+
+    def test_an_unreadable_folder_is_an_error_not_a_gap(self, tmp_path, monkeypatch):
+        touch(tmp_path / "a" / "x.mp4")
+        touch(tmp_path / "b" / "y.mp4")
+        real = os.scandir
+
+        def scandir(path="."):
+            if Path(path).name == "b":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)  # root reads everything, so chmod cannot show it here
+        with pytest.raises(DataError, match=r"cannot read .*/b: Permission denied"):
+            read_layout("folder", tmp_path, split="all")
+
+    def test_an_unreadable_split_file_is_an_error(self, ucf101, monkeypatch):
+        real = Path.read_text
+
+        def read_text(self, *args, **kwargs):
+            if self.name == "trainlist01.txt":
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", read_text)
+        with pytest.raises(DataError, match="trainlist01.txt: Permission denied"):
+            read_layout("ucf101", ucf101, split="train", fold=1)
