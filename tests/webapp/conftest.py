@@ -69,4 +69,4 @@ def client_a(client, alice):
 
 @pytest.fixture
 def token_a(alice):
-    return ApiToken.objects.create(user=alice, name="test").key
+    return ApiToken.issue(alice, name="test")[1]

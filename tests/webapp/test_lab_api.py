@@ -8,7 +8,7 @@ import pytest
 from lab_helpers import pretrain_config, submit_pretrain
 
 from webapp.lab import services
-from webapp.lab.models import ApiToken, Dataset, Job
+from webapp.lab.models import ApiToken, Dataset, Job, hash_key
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ class TestAuth:
 
     def test_the_token_records_its_last_use(self, client, token_a):
         call(client, "GET", "/api/jobs", token=token_a)
-        assert ApiToken.objects.get(key=token_a).last_used_at is not None
+        assert ApiToken.objects.get(key_hash=hash_key(token_a)).last_used_at is not None
 
 
 class TestSubmit:
@@ -103,7 +103,7 @@ class TestJobs:
 
     def test_another_teams_job_is_404(self, client, bob, alice, team_a, dataset_a):
         job = submit_pretrain(alice, team_a, dataset_a)
-        token_b = ApiToken.objects.create(user=bob).key
+        token_b = ApiToken.issue(bob)[1]
         assert call(client, "GET", f"/api/jobs/{job.pk}", token=token_b).status_code == 404
         assert call(client, "POST", f"/api/jobs/{job.pk}/cancel", token=token_b).status_code == 404
         assert call(client, "GET", "/api/jobs", token=token_b).json()["jobs"] == []
@@ -160,7 +160,7 @@ class TestSubmissionLinks:
 
     def test_another_teams_checkpoint_is_refused(self, client, bob, alice, team_a, dataset_a):
         theirs = submit_pretrain(alice, team_a, dataset_a)
-        token_b = ApiToken.objects.create(user=bob).key
+        token_b = ApiToken.issue(bob)[1]
         response = call(client, "POST", "/api/jobs", token=token_b, body={
             "kind": "evaluate", "config": {"checkpoint": theirs.final_checkpoint, "benchmark": "folder",
                                            "data": dataset_a.path, "protocol": "linear"}})

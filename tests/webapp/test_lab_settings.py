@@ -70,3 +70,21 @@ def test_xdc_never_imports_django_or_the_platform():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+STRONG_KEY = "k3y-" + "".join(chr(97 + (i * 7) % 26) for i in range(60))
+
+
+def test_a_weak_or_example_secret_key_stops_a_deployment():
+    for key in ("change-me-to-a-long-random-string", "short", "a" * 60):
+        result = _start(DEBUG="0", SECRET_KEY=key)
+        assert result.returncode != 0 and "SECRET_KEY is too weak" in result.stderr
+
+
+def test_check_deploy_is_clean_with_debug_off(tmp_path):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "DEBUG": "0", "SECRET_KEY": STRONG_KEY,
+           "ALLOWED_HOSTS": "lab.example.org", "LAB_VAR_DIR": str(tmp_path), "DATABASE_URL": ""}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -48,5 +48,11 @@ class ResultAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["user", "name", "created_at", "last_used_at"]
-    readonly_fields = ["key", "created_at", "last_used_at"]
+    """Tokens are issued by `manage.py create_token` (which shows the key once); here they are listed, expired or
+    revoked (deleted)."""
+
+    list_display = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at"]
+    readonly_fields = ["user", "prefix", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False

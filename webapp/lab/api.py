@@ -12,12 +12,13 @@ import re
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
+from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.lab import selectors, services
-from webapp.lab.models import ApiToken, Dataset, Job
+from webapp.lab.models import ApiToken, Dataset, Job, hash_key
 
 MAX_JOBS = 500
 TOKEN_KEY = re.compile(r"[0-9a-f]{40}")  # what ApiToken issues
@@ -91,7 +92,9 @@ def _token_user(request: HttpRequest):
     key = key.strip()
     if scheme.lower() != "token" or not TOKEN_KEY.fullmatch(key):
         return None  # not a key we issue (NUL bytes and other junk never reach the database)
-    token = ApiToken.objects.select_related("user").filter(key=key.strip(), user__is_active=True).first()
+    now = timezone.now()
+    token = (ApiToken.objects.select_related("user").filter(key_hash=hash_key(key), user__is_active=True)
+             .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first())
     if token is None:
         return None
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())

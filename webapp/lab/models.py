@@ -3,6 +3,7 @@ API tokens. Writes go through `webapp.lab.services`; these classes hold only fie
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from pathlib import Path
 
@@ -204,18 +205,36 @@ class Result(models.Model):
         return f"{self.benchmark}/{self.protocol} {self.metric_name}={self.metric_value}"
 
 
-def _new_key() -> str:
+def _new_key() -> str:  # also named by migration 0001
     return secrets.token_hex(20)
 
 
+def hash_key(key: str) -> str:
+    """What the database keeps of a token: SHA-256 of its key (a 160-bit random key needs no slow hash)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class ApiToken(models.Model):
-    """`Authorization: Token <key>` for the JSON API and `python -m webapp.client`."""
+    """`Authorization: Token <key>` for the JSON API and `python -m webapp.client`.
+
+    Only a hash of the key is stored; `issue` returns the key once, to show to its owner. A token with `expires_at`
+    in the past no longer authenticates."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    key = models.CharField(max_length=40, unique=True, default=_new_key)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False, help_text="the key's first characters, to recognise it")
     name = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.user} · {self.name or self.key[:6] + '…'}"
+        return f"{self.user} · {self.name or self.prefix + '…'}"
+
+    @classmethod
+    def issue(cls, user, *, name: str = "", expires_at=None) -> tuple[ApiToken, str]:
+        """A new token for `user` and its key, which is not stored and cannot be shown again."""
+        key = _new_key()
+        token = cls.objects.create(user=user, name=name, key_hash=hash_key(key), prefix=key[:8],
+                                   expires_at=expires_at)
+        return token, key
