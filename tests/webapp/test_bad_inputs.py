@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lab_helpers import make_folder_dataset, pretrain_config, submit_pretrain
 
 from webapp.lab import services
+from webapp.lab.api import SUBMIT_FIELDS
 from webapp.lab.models import ApiToken, Dataset, Job, hash_key
 
 pytestmark = pytest.mark.django_db
@@ -479,3 +482,24 @@ def test_a_valid_token_still_gets_in(client, token_a, world):
     """The header checks refuse junk, not keys: the corpus above would pass trivially if every request were 401."""
     assert ApiToken.objects.filter(key_hash=hash_key(token_a)).exists()
     assert client.get("/api/jobs", HTTP_AUTHORIZATION=f"Token {token_a}").status_code == 200
+
+
+# -- fuzzing the submission API ------------------------------------------------------------------------------------
+
+_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
+            | st.text(max_size=12) | st.sampled_from(["synth", "team-a", "pretrain", "evaluate", "gpu", NUL, "²"]))
+_trees = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(["data", "path", "seed", "rounds", "cluster", "k_video",
+                                                         "dataset", "protocol"]) | st.text(max_size=6),
+                                        inner, max_size=4), max_leaves=20)
+_bodies = st.dictionaries(st.sampled_from(sorted(SUBMIT_FIELDS)) | st.text(max_size=6), _trees, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies)
+def test_any_json_body_is_201_or_400_and_only_201_creates(client, token_a, dataset_a, body):
+    before = Job.objects.count()
+    response = post_json(client, "/api/jobs", token_a, raw(body))
+    assert response.status_code in (201, 400), response.content[:300]
+    created = Job.objects.count() - before
+    assert (created > 0) == (response.status_code == 201)

@@ -284,8 +284,8 @@ class PretrainForm(TeamFormMixin, MetaFields):
             self.add_error("eval_protocols" if datasets else "eval_datasets",
                            "choose both datasets and protocols to queue evaluations")
             return
-        self.evaluations = [{"dataset": d.pk, "protocol": p, "split": s, "preset": cleaned.get("eval_preset", ""),
-                             "seed": 0}
+        self.evaluations = [services.EvaluationSpec(dataset=d.pk, protocol=p, split=s,
+                                                    preset=cleaned.get("eval_preset", "")).to_dict()
                             for d, p, s in itertools.product(datasets, protocols, cleaned["eval_splits"])]
 
 

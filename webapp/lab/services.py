@@ -8,6 +8,7 @@ Messages to Celery are sent only after the transaction that made the job visible
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 ROW_IGNORED_KEYS = runtime_keys(PretrainConfig) | {"seed"}
 # Grid axes that set several config keys at once.
 GRID_ALIASES = {"cluster.k": ("cluster.k_video", "cluster.k_audio", "cluster.k_joint")}
-EVALUATION_SPEC_KEYS = {"dataset", "split", "protocol", "seed", "preset"}
 MAIN_METRIC = {"retrieval": "recall@1"}
 DEFAULT_METRIC = "top1"
 BASELINES = ("random", "supervised")
@@ -326,35 +326,61 @@ def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any)
     return job
 
 
-def check_evaluations(specs: list[dict[str, Any]], team: Team) -> list[dict[str, Any]]:
-    """Evaluation specs a pretraining job queues on success: {dataset (id), split, protocol, [seed, preset]}.
-    Each is checked now, as an evaluation of a random encoder, so a bad spec is refused at submission."""
-    checked = []
-    for index, spec in enumerate(specs):
-        if not isinstance(spec, dict):
-            raise LabError({"evaluations": [f"evaluations[{index}] must be an object"]})
-        unknown = sorted(str(key) for key in set(spec) - EVALUATION_SPEC_KEYS)
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """An evaluation a pretraining job queues when it succeeds: a protocol on a dataset of the job's team (by id),
+    one split, one seed, one protocol preset. The job row stores `to_dict()`; forms and the API build it through
+    `from_dict`, which refuses unknown fields."""
+
+    dataset: int
+    protocol: str
+    split: int = 1
+    seed: int = 0
+    preset: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, where: str = "evaluations") -> EvaluationSpec:
+        if not isinstance(raw, dict):
+            raise LabError({"evaluations": [f"{where} must be an object"]})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(key) for key in set(raw) - fields)
         if unknown:
-            raise LabError({"evaluations": [f"evaluations[{index}]: unknown field {unknown[0]!r:.80}; a spec has "
-                                            f"{', '.join(sorted(EVALUATION_SPEC_KEYS))}"]})
-        pk = parse_id(spec.get("dataset"))
-        dataset = Dataset.objects.filter(team=team, pk=pk).first() if pk else None
+            raise LabError({"evaluations": [f"{where}: unknown field {unknown[0]!r:.80}; a spec has "
+                                            f"{', '.join(sorted(fields))}"]})
+        dataset = parse_id(raw.get("dataset"))
         if dataset is None:
-            raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.get('dataset')!r} in this team"]})
-        clean = {"dataset": dataset.pk, "split": spec.get("split", 1), "protocol": spec.get("protocol", ""),
-                 "seed": spec.get("seed", 0), "preset": spec.get("preset", "")}
+            raise LabError({"evaluations": [f"{where}: dataset must be a dataset id, got {raw.get('dataset')!r:.80}"]})
+        return cls(dataset=dataset, protocol=raw.get("protocol", ""), split=raw.get("split", 1),
+                   seed=raw.get("seed", 0), preset=raw.get("preset", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config(self, dataset: Dataset, *, checkpoint: str, **extra: Any) -> dict[str, Any]:
+        """The evaluation's config on `dataset` (the spec's, looked up in the job's team)."""
+        return {"checkpoint": checkpoint, "benchmark": dataset.benchmark, "data": dataset.path, "split": self.split,
+                "protocol": self.protocol, "seed": self.seed, "preset": self.preset, **extra}
+
+
+def check_evaluations(specs: list[Any], team: Team) -> list[dict[str, Any]]:
+    """The stored form of the evaluation specs a pretraining job queues on success. Each is checked now, as an
+    evaluation of a random encoder on its dataset, so a bad spec is refused at submission."""
+    if not isinstance(specs, list):
+        raise LabError({"evaluations": ["evaluations must be a list of objects"]})
+    checked = []
+    for index, raw in enumerate(specs):
+        spec = EvaluationSpec.from_dict(raw, where=f"evaluations[{index}]")
+        dataset = Dataset.objects.filter(team=team, pk=spec.dataset).first()
+        if dataset is None:
+            raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.dataset} in this team"]})
         try:
-            validate_config(Job.Kind.EVALUATE, evaluation_config(clean, dataset, checkpoint="random"))
+            cfg = validate_config(Job.Kind.EVALUATE, spec.config(dataset, checkpoint="random"))
         except ConfigError as exc:
             raise LabError({"evaluations": [f"evaluations[{index}]: {exc}"]}) from None
-        checked.append(clean)
+        spec = dataclasses.replace(spec, split=cfg["split"], seed=cfg["seed"], protocol=cfg["protocol"],
+                                   preset=cfg["preset"])  # as typed by the config
+        checked.append(spec.to_dict())
     return checked
-
-
-def evaluation_config(spec: dict[str, Any], dataset: Dataset, *, checkpoint: str, **extra: Any) -> dict[str, Any]:
-    cfg = {"checkpoint": checkpoint, "benchmark": dataset.benchmark, "data": dataset.path, "split": spec["split"],
-           "protocol": spec["protocol"], "seed": spec.get("seed", 0), "preset": spec.get("preset", ""), **extra}
-    return cfg
 
 
 def enqueue(job: Job) -> str | None:
@@ -473,18 +499,17 @@ def on_job_succeeded(job: Job) -> list[Job]:
     """Queue the evaluations a finished pretraining job carries, each on its final checkpoint. A spec that no longer
     validates (its dataset was deleted) is noted in the log and skipped; the others still run."""
     children = []
-    for spec in job.evaluations or []:
-        pk = parse_id(spec.get("dataset"))
-        dataset = Dataset.objects.filter(team=job.team, pk=pk).first() if pk else None
+    for stored in job.evaluations or []:
         try:
+            spec = EvaluationSpec.from_dict(stored)
+            dataset = Dataset.objects.filter(team=job.team, pk=spec.dataset).first()
             if dataset is None:
-                raise LabError(f"dataset {spec.get('dataset')} no longer exists")
-            cfg = evaluation_config(spec, dataset, checkpoint=job.final_checkpoint,
-                                    pretrain_run_id=job.mlflow_run_id)
+                raise LabError(f"dataset {spec.dataset} no longer exists")
+            cfg = spec.config(dataset, checkpoint=job.final_checkpoint, pretrain_run_id=job.mlflow_run_id)
             children += submit_jobs(job.creator, job.team, Job.Kind.EVALUATE, [cfg], dataset=dataset, parent=job,
                                     priority=job.priority, resource=job.resource, gpus=job.gpus)
         except LabError as exc:
-            append_log(job.pk, f"\n[lab] evaluation {spec} not queued: {exc}\n")
+            append_log(job.pk, f"\n[lab] evaluation {stored} not queued: {exc}\n")
     return children
 
 
