@@ -214,6 +214,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...and goes back to its queue when t
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds only the job it runs; queued ones stay free for others
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A submission must not hang on a broker that is down: publish once, fail fast, and let the resend sweep retry.
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+# On a lost broker connection a running job keeps training: its row, not the message, says who owns it, so a
+# redelivered message claims nothing (and Celery 6 changes this setting's default, hence stated).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),  # Redis serves priority 0 first
     "queue_order_strategy": "priority",  # a worker on "-Q gpu,cpu" drains gpu before cpu
@@ -230,4 +235,9 @@ if LAB_HEARTBEAT_SECONDS * 2 > LAB_STALE_SECONDS:  # else a live job misses its 
     raise ImproperlyConfigured(f"LAB_HEARTBEAT_SECONDS ({LAB_HEARTBEAT_SECONDS}) must be at most half of "
                                f"LAB_STALE_SECONDS ({LAB_STALE_SECONDS})")
 LAB_WATCHDOG_SECONDS = env_int("LAB_WATCHDOG_SECONDS", 60, minimum=1)  # each worker sweeps for stale jobs this often
+# A job whose worker vanished this many times in a row fails; each requeue before waits twice as long as the last.
+LAB_MAX_WORKER_LOSSES = env_int("LAB_MAX_WORKER_LOSSES", 3, minimum=1)
+LAB_REQUEUE_BACKOFF_SECONDS = env_int("LAB_REQUEUE_BACKOFF_SECONDS", 30, minimum=0)
+# A queued job whose message the broker never took (it was down) is sent again after this long.
+LAB_RESEND_SECONDS = env_int("LAB_RESEND_SECONDS", 30, minimum=1)
 # -- end of the Celery block ----------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from webapp.lab import services
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 2.0
+# Set when the worker is asked to shut down (SIGTERM of a deploy restart, Ctrl-C): the running job checkpoints,
+# stops and goes back to the queue at once, instead of holding the restart until it ends.
+SHUTTING_DOWN = threading.Event()
 
 
 def run_attempt(job) -> None:
@@ -45,6 +48,9 @@ def run_attempt(job) -> None:
         heartbeat.stop()
     if not services.still_owned(job.id, _owner(job)):
         log.warning("job %s attempt %s lost its row to another attempt; recording nothing", job.id, job.attempt)
+    elif stopped and SHUTTING_DOWN.is_set() and not heartbeat.cancel_seen:
+        services.append_log(job.id, f"[worker] {job.worker} is shutting down: checkpointed, back in the queue\n")
+        services.requeue_job(job.id, owner=_owner(job), reason="worker shutting down")
     elif stopped:
         services.mark_cancelled(job.id, owner=_owner(job))
     else:
@@ -169,6 +175,11 @@ class Heartbeat:
             self.beat()
 
     def stop_requested(self) -> bool:
+        return self._stop.is_set() or SHUTTING_DOWN.is_set()
+
+    @property
+    def cancel_seen(self) -> bool:
+        """Whether the row asked this attempt to stop (a cancel, or the row went to another attempt)."""
         return self._stop.is_set()
 
     def beat(self) -> None:

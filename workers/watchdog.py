@@ -1,5 +1,6 @@
 """Requeues jobs whose worker vanished: a thread in every worker's main process sweeps every
-`LAB_WATCHDOG_SECONDS` for running jobs without a heartbeat for `LAB_STALE_SECONDS`.
+`LAB_WATCHDOG_SECONDS` for running jobs without a heartbeat for `LAB_STALE_SECONDS`, and sends again queued jobs
+whose message the broker never took.
 
 It lives in the main process, not in a task, so a sweep still runs while every pool slot is busy with a long job;
 every worker sweeps, and `services.requeue_stale_jobs` is atomic per row, so sweeps never requeue a job twice.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 from django.db import connection
 
@@ -22,13 +23,17 @@ _stop = threading.Event()
 
 
 def sweep() -> list[int]:
-    """Requeue the stale jobs once; their ids."""
+    """Requeue the stale jobs once, and send again the queued jobs whose message never reached the broker; the
+    ids requeued."""
     try:
         requeued = services.requeue_stale_jobs(timeout_s=settings.LAB_STALE_SECONDS)
+        resent = services.resend_unsent(older_than_s=settings.LAB_RESEND_SECONDS)
     finally:
         connection.close()  # hold no connection between sweeps (the pool forks children from this process)
     if requeued:
         log.warning("requeued jobs %s: no heartbeat for %s s", requeued, settings.LAB_STALE_SECONDS)
+    if resent:
+        log.warning("sent jobs %s again: the broker had not taken their messages", resent)
     return requeued
 
 
@@ -49,3 +54,11 @@ def start_watchdog(**_) -> None:
 @worker_shutdown.connect
 def stop_watchdog(**_) -> None:
     _stop.set()
+
+
+@worker_shutting_down.connect
+def pass_shutdown_on(**_) -> None:
+    """A warm shutdown (SIGTERM) reaches the running job: it checkpoints and is requeued (workers/runner.py)."""
+    from workers.runner import SHUTTING_DOWN
+
+    SHUTTING_DOWN.set()

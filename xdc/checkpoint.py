@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,19 @@ def writable_dir(path: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DataError(f"output {path} cannot be written: no write permission on {existing}")
     return path
+
+
+SPARE_BYTES = 64 << 20  # room left for checkpoints and logs beside what is checked for
+
+
+def ensure_free_space(folder: Path, needed: int, what: str) -> None:
+    """DataError when the file system of `folder` has less than `needed` bytes (plus a spare margin) free: a job on a
+    full disk stops with that reason instead of a bus error in a memory map."""
+    free = shutil.disk_usage(folder).free
+    if free < needed + SPARE_BYTES:
+        raise DataError(f"not enough free disk space for {what} under {folder}: {_size(needed + SPARE_BYTES)} "
+                        f"needed, {_size(free)} free")
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 30):.2f} GiB" if count >= 1 << 30 else f"{count / (1 << 20):.0f} MiB"

@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from xdc import __version__
-from xdc.checkpoint import load_latest, save_checkpoint, writable_dir, write_atomic
+from xdc.checkpoint import ensure_free_space, load_latest, save_checkpoint, writable_dir, write_atomic
 from xdc.clustering import cluster_features, diagnostics, uniform_weights
 from xdc.config import PretrainConfig, runtime_keys
 from xdc.data import VideoSet, load_video_set
@@ -263,13 +263,23 @@ class _Pretraining:
         """Per-video features (mean over evenly spaced clips) of this rank's share of the videos, gathered on rank 0
         through memory-mapped files so host memory stays bounded."""
         workdir = self.out_dir / "features"
+        workdir.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(workdir, self._feature_bytes(), "the round's feature files")
         mine = np.arange(len(self.data.videos))[self.group.rank::self.group.world]
-        shard = extract_features(self.model, [self.data.videos[i] for i in mine], self.cfg, self.device,
+        extract_features(self.model, [self.data.videos[i] for i in mine], self.cfg, self.device,
                                  workdir / f"rank{self.group.rank}", bf16=self.bf16)
         self.group.barrier()
         if not self.group.main:
             return {}
         return _gather_shards(workdir, len(self.data.videos), self.group.world)
+
+    def _feature_bytes(self) -> int:
+        """What a round writes under features/ (memory maps that die with SIGBUS on a full disk, so it is checked
+        before): per video the video and audio features in the rank shards, gathered, concatenated for the joint
+        space, and each space's PCA-reduced copy for k-means; float32."""
+        widths = self.model.video.feature_dim + self.model.audio.feature_dim
+        pca = self.cfg.cluster.pca_dim or max(self.model.video.feature_dim, self.model.audio.feature_dim)
+        return len(self.data.videos) * 4 * (3 * widths + 3 * pca + 2)
 
     def _cluster(self, features: dict[str, np.ndarray], round_index: int) -> dict[str, np.ndarray]:
         valid = features.pop("count") > 0

@@ -177,3 +177,23 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MiB file system (tmpfs) to fill; skipped where this process may not mount one."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not permitted'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_run_with_the_reason_not_a_bus_error(synthetic_root, small_disk, tmp_path):
+    (small_disk / "filler").write_bytes(b"\0" * (15 << 20))  # what another job left on the shared disk
+    done = xdc(*tiny_args(synthetic_root, small_disk / "run"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "not enough free disk space for the round's feature files" in done.stderr

@@ -151,7 +151,13 @@ def _submit(request: HttpRequest) -> JsonResponse:
                                        evaluations=body.get("evaluations") or [], **meta)
     except services.LabError as exc:
         return error(400, exc.errors)
-    return JsonResponse({"jobs": [job_json(job) for job in created]}, status=201)
+    body = {"jobs": [job_json(job) for job in created]}
+    waiting = services.unsent(created)
+    if waiting:  # recorded, but the broker is down: 202, and the lab sends the messages when it is back
+        body["warning"] = (f"jobs {', '.join(f'#{job.pk}' for job in waiting)} are queued, but the message broker "
+                           "is unreachable; the lab sends them when it is back")
+        return JsonResponse(body, status=202)
+    return JsonResponse(body, status=201)
 
 
 def _configs(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:

@@ -123,6 +123,7 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     attempt = models.PositiveIntegerField(default=0)
+    worker_losses = models.PositiveIntegerField(default=0, help_text="attempts whose worker vanished since the last retry")
 
     priority = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(0), MaxValueValidator(9)],
                                                 help_text="0 runs first, 9 last (the Redis broker serves low numbers first)")
@@ -130,6 +131,8 @@ class Job(models.Model):
     gpus = models.PositiveSmallIntegerField(default=1)
     out_dir = models.CharField(max_length=1000, blank=True)
     celery_task_id = models.CharField(max_length=100, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)  # when it last entered the queue
+    message_sent_at = models.DateTimeField(null=True, blank=True)  # when the broker took its message (None: not yet)
     worker = models.CharField(max_length=200, blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)

@@ -317,7 +317,8 @@ def _checkpoint_source(team: Team, checkpoint: str, where: str) -> Job | None:
 
 def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any) -> Job:
     variant = cfg.get("variant", "") if kind == Job.Kind.PRETRAIN else ""
-    job = Job.objects.create(team=team, creator=user, kind=kind, config=cfg, variant=variant, **fields)
+    job = Job.objects.create(team=team, creator=user, kind=kind, config=cfg, variant=variant,
+                             queued_at=timezone.now(), **fields)
     job.out_dir = str(Path(settings.LAB_RUNS_DIR) / team.slug / f"job-{job.pk}")
     job.name = job.name or f"{kind}-{job.pk}"
     if not cfg.get("run_name"):
@@ -383,15 +384,45 @@ def check_evaluations(specs: list[Any], team: Team) -> list[dict[str, Any]]:
     return checked
 
 
-def enqueue(job: Job) -> str | None:
-    """Send the job's id to its Celery queue (LAB_ENQUEUE=celery) and remember the task id; a no-op with 'none'."""
+def enqueue(job: Job, *, countdown: float = 0) -> str | None:
+    """Send the job's id to its Celery queue (LAB_ENQUEUE=celery) and record the task id and when the broker took
+    it; a no-op with 'none'. An unreachable broker is logged, not raised: the row stays queued with no
+    message_sent_at, and `resend_unsent` sends it when the broker is back."""
     if settings.LAB_ENQUEUE == "none":
         return None
     from workers.tasks import run_job  # the workers package imports this module; import late to avoid a cycle
 
-    result = run_job.apply_async(args=[job.pk], queue=job.queue_name, priority=job.priority)
-    Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(celery_task_id=result.id)
+    try:
+        result = run_job.apply_async(args=[job.pk], queue=job.queue_name, priority=job.priority,
+                                     countdown=countdown or None, retry=False)
+    except Exception:  # kombu's OperationalError, a refused connection, a DNS failure: the broker is not there
+        log.warning("job %s: the broker did not take its message; it is re-sent later", job.pk, exc_info=True)
+        return None
+    Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(celery_task_id=result.id,
+                                                                   message_sent_at=timezone.now())
     return result.id
+
+
+def unsent(jobs: Iterable[Job]) -> list[Job]:
+    """Those of `jobs` (just submitted or requeued) whose message the broker has not taken, as the database says."""
+    if settings.LAB_ENQUEUE == "none":
+        return []
+    pks = [job.pk for job in jobs]
+    return list(Job.objects.filter(pk__in=pks, status=Job.Status.QUEUED, message_sent_at__isnull=True))
+
+
+def resend_unsent(older_than_s: float = 30.0) -> list[int]:
+    """Send again every queued job whose message never reached the broker (it was down at submission, retry or
+    requeue) and that has waited `older_than_s`; the ids sent. A second message for one job is harmless: only one
+    attempt can claim it."""
+    if settings.LAB_ENQUEUE == "none":
+        return []
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    sent = []
+    for job in Job.objects.filter(status=Job.Status.QUEUED, message_sent_at__isnull=True, queued_at__lt=cutoff):
+        if enqueue(job):
+            sent.append(job.pk)
+    return sent
 
 
 # -- the worker's side -------------------------------------------------------------------------------------------
@@ -477,6 +508,17 @@ def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None) -> Job |
     return Job.objects.filter(pk=job_id).first()
 
 
+def requeue_job(job_id: int, *, owner: dict[str, Any], reason: str) -> Job | None:
+    """Put a running job that stopped on its own worker's request (a shutdown) back in the queue at once; its next
+    attempt resumes from the checkpoint it just wrote. Not a worker loss: the count of those is unchanged."""
+    with transaction.atomic():
+        changed = _active(job_id, owner).update(status=Job.Status.QUEUED, worker="", stage=f"requeued: {reason}",
+                                                eta_seconds=None, queued_at=timezone.now(), message_sent_at=None)
+        if changed:
+            transaction.on_commit(lambda: enqueue(Job.objects.get(pk=job_id)))
+    return Job.objects.filter(pk=job_id).first()
+
+
 def store_result(job: Job, record: dict[str, Any]) -> Result:
     """Save an xdc evaluation record (schema xdc-eval-result/1) with the leaderboard's columns pulled out."""
     protocol = record.get("protocol") or {}
@@ -548,7 +590,8 @@ def retry_job(job: Job) -> Job:
     with transaction.atomic():
         changed = Job.objects.filter(pk=job.pk, status__in=(Job.Status.FAILED, Job.Status.CANCELLED)).update(
             status=Job.Status.QUEUED, cancel_requested=False, error="", finished_at=None, eta_seconds=None,
-            heartbeat_at=None, stage="queued (retry)", worker="")
+            heartbeat_at=None, stage="queued (retry)", worker="", worker_losses=0, queued_at=timezone.now(),
+            message_sent_at=None)
         job.refresh_from_db()
         if changed != 1:
             raise InvalidTransition(f"job #{job.pk} is {job.status}; only failed or cancelled jobs can be retried")
@@ -559,21 +602,50 @@ def retry_job(job: Job) -> Job:
 def requeue_stale_jobs(timeout_s: float | None = None) -> list[int]:
     """Put running jobs whose worker stopped sending heartbeats back in the queue (or mark them cancelled when a
     cancel was pending). Each row changes under a condition on its old heartbeat, so a job that beats in between,
-    or that another sweeper got first, is left alone."""
+    or that another sweeper got first, is left alone.
+
+    A job whose worker vanished LAB_MAX_WORKER_LOSSES times (it kills its worker: a full disk, a decoder that
+    crashes; a user's retry counts afresh) fails with that reason instead, its MLflow run marked FAILED; the requeues before wait
+    LAB_REQUEUE_BACKOFF_SECONDS, doubling each time, so a poisonous job does not take down every worker at once."""
     cutoff = timezone.now() - timedelta(seconds=settings.LAB_STALE_SECONDS if timeout_s is None else timeout_s)
     stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     requeued = []
-    for job in Job.objects.filter(stale, status=Job.Status.RUNNING).only("pk", "heartbeat_at", "cancel_requested"):
+    for job in Job.objects.filter(stale, status=Job.Status.RUNNING).only(
+            "pk", "heartbeat_at", "cancel_requested", "worker_losses", "stage", "mlflow_run_id"):
         rows = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at)
+        losses = job.worker_losses + 1
         if job.cancel_requested:
             rows.update(status=Job.Status.CANCELLED, cancel_requested=False, finished_at=timezone.now(),
                         stage="cancelled (worker lost)")
-            continue
-        if rows.update(status=Job.Status.QUEUED, worker="", stage="requeued: worker lost", eta_seconds=None):
-            append_log(job.pk, f"\n[lab] no heartbeat since {job.heartbeat_at}; requeued\n")
+        elif losses >= settings.LAB_MAX_WORKER_LOSSES:
+            reason = (f"worker lost {losses} times during {job.stage or 'its run'}; not retried again "
+                      f"(LAB_MAX_WORKER_LOSSES={settings.LAB_MAX_WORKER_LOSSES})")
+            if rows.update(status=Job.Status.FAILED, error=reason, worker_losses=losses, finished_at=timezone.now(),
+                           eta_seconds=None, stage="failed"):
+                append_log(job.pk, f"\n[lab] {reason}\n")
+                _mark_run_failed(job.mlflow_run_id, reason)
+        elif rows.update(status=Job.Status.QUEUED, worker="", stage="requeued: worker lost", eta_seconds=None,
+                         worker_losses=losses, queued_at=timezone.now(), message_sent_at=None):
+            delay = min(settings.LAB_REQUEUE_BACKOFF_SECONDS * 2 ** (losses - 1), 3600)
+            append_log(job.pk, f"\n[lab] no heartbeat since {job.heartbeat_at}; requeued (worker lost {losses} "
+                               f"times; starts again in {delay:.0f} s or later)\n")
             requeued.append(job.pk)
-            transaction.on_commit(lambda pk=job.pk: enqueue(Job.objects.get(pk=pk)))
+            transaction.on_commit(lambda pk=job.pk, delay=delay: enqueue(Job.objects.get(pk=pk), countdown=delay))
     return requeued
+
+
+def _mark_run_failed(run_id: str, reason: str) -> None:
+    """End a job's MLflow run FAILED with the reason, when the attempt that owned it can no longer do so."""
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(settings.MLFLOW_TRACKING_URI)
+        client.set_tag(run_id, "error", reason[:5000])
+        client.set_terminated(run_id, status="FAILED")
+    except Exception:  # the row says why; an unreachable tracking server must not stop the sweep
+        log.warning("could not mark MLflow run %s FAILED", run_id, exc_info=True)
 
 
 # -- datasets ----------------------------------------------------------------------------------------------------

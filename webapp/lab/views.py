@@ -88,6 +88,9 @@ def _submit(request: HttpRequest, form_class, kind: str) -> HttpResponse:
         else:
             messages.success(request, f"queued {len(created)} job{'s' if len(created) != 1 else ''}: "
                                       + ", ".join(f"#{j.pk}" for j in created))
+            if services.unsent(created):
+                messages.warning(request, "the message broker is unreachable: the jobs wait in the queue and are "
+                                          "sent when it is back")
             return redirect(created[0] if len(created) == 1 else "lab:jobs")
     return render(request, "lab/submit.html", {"form": form, "kind": kind, "clone": clone},
                   status=400 if form.errors else 200)
