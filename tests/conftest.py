@@ -52,24 +52,31 @@ def _free_port() -> int:
 def mlflow_server(tmp_path_factory) -> str:
     """A real `mlflow server` on loopback with a SQLite store; yields its tracking URI."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
-    uri = f"http://127.0.0.1:{port}"
+    uri, process = start_mlflow(root, _free_port())
     try:
-        _wait_healthy(uri, process, root / "server.log")
         yield uri
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop_mlflow(process)
+
+
+def start_mlflow(root: Path, port: int) -> tuple[str, subprocess.Popen]:
+    """`mlflow server` on 127.0.0.1:`port` with its SQLite store and artifacts under `root` (a restart on the same
+    root and port continues where it stopped); once healthy, its URI and process."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    with open(root / "server.log", "a") as log:
+        process = subprocess.Popen(
+            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    _wait_healthy(uri, process, root / "server.log")
+    return uri, process
+
+
+def stop_mlflow(process: subprocess.Popen) -> None:
+    """Stop the server and the gunicorn/uvicorn workers it started."""
+    stop_process_group(process, timeout=20)
 
 
 def _wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:

@@ -10,7 +10,9 @@ returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,28 @@ SHUTTING_DOWN = threading.Event()
 def run_attempt(job) -> None:
     """Run a job that `services.claim_job` handed to this worker, and leave its row in a final state, unless the
     row was taken from this attempt meanwhile (requeued as stale): then the new attempt owns it."""
+    with team_cache(job.team.slug):
+        _run(job)
+
+
+@contextlib.contextmanager
+def team_cache(slug: str):
+    """xdc's cache (media index, trained baselines) of the job's team: `$XDC_CACHE/<team slug>`, so no team's job
+    reads what another team's left there. One job runs at a time in a worker process, so the variable is its own."""
+    from xdc.data.index import default_cache_dir
+
+    base = os.environ.get("XDC_CACHE")
+    os.environ["XDC_CACHE"] = str(default_cache_dir() / "teams" / slug)
+    try:
+        yield
+    finally:
+        if base is None:
+            os.environ.pop("XDC_CACHE", None)
+        else:
+            os.environ["XDC_CACHE"] = base
+
+
+def _run(job) -> None:
     services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}\n")
     tracker = JobTracker(job.id, _mlflow_tracker(job))
     heartbeat = Heartbeat(job.id, worker=job.worker, interval=settings.LAB_HEARTBEAT_SECONDS)

@@ -3,20 +3,40 @@
 Only rank 0 of a distributed job holds a real tracker. Params are flattened and truncated; metrics are buffered and
 sent in batches; a known run id continues the same run (resume); a run ends FINISHED, FAILED (with the reason as a
 tag) or KILLED (stopped on request, resumable).
+
+With a spool (`MLflowTracker.open_spool(folder)`, which the trainer opens next to its checkpoints) nothing logged
+is lost and tracking never blocks training: every param, metric, tag and artifact is appended to
+`folder/ops.jsonl` first, and a background thread sends the log to MLflow in order, retrying through an outage of
+any length; `sent.json` says how far MLflow has it. A resumed run sends what the killed attempt could not, and
+skips the metrics of steps it already logged, so its history holds one value per step, as an uninterrupted run's.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from xdc.errors import XDCError
+
+log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000
 METRICS_PER_BATCH = 1000
 PARAMS_PER_BATCH = 100
 FLUSH_SECONDS = 10.0
+OPS_PER_SEND = 200  # spool lines per attempt to send (each a few metrics)
+RETRY_SECONDS = (1, 2, 5, 10, 30)  # waits between attempts while MLflow is away
+FINISH_WAIT_SECONDS = float(os.environ.get("XDC_TRACKING_FINISH_WAIT", "300"))
+
+
+class TrackingError(XDCError):
+    """MLflow could not be reached when the run ended; what it lacks waits in the spool for the next attempt."""
 
 
 class Tracker(Protocol):
@@ -80,6 +100,12 @@ class MLflowTracker:
         self.run_id: str | None = None
         self._buffer: list = []
         self._last_flush = time.monotonic()
+        self.spool: Spool | None = None
+        self._sender: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._abandoned = threading.Event()  # a finish gave up waiting: the next attempt sends the rest
+        self.last_error = ""
 
     @property
     def client(self):
@@ -95,6 +121,10 @@ class MLflowTracker:
     def tracking_uri(self) -> str:
         return self.client.tracking_uri
 
+    def open_spool(self, folder: Path) -> None:
+        """Log through a durable spool in `folder` from now on (see the module docstring)."""
+        self.spool = Spool(Path(folder))
+
     def start(self, *, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]) -> str:
         tags = {**tags, **self.extra_tags}
         if run_id:
@@ -103,44 +133,139 @@ class MLflowTracker:
         else:
             experiment_id = self._experiment_id(experiment)
             self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=run_name or None).info.run_id
+        if self.spool is not None:
+            self._sender = threading.Thread(target=self._send_loop, name=f"mlflow-sender-{self.run_id}",
+                                            daemon=True)
+            self._sender.start()
         self.set_tags(tags)
         return self.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
+        values = {key: _param_value(value) for key, value in params.items()}
+        if self.spool is not None:
+            self.spool.append({"op": "params", "values": values})
+            return
         from mlflow.entities import Param
 
-        items = [Param(key, _param_value(value)) for key, value in params.items()]
+        items = [Param(key, value) for key, value in values.items()]
         for begin in range(0, len(items), PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[begin:begin + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        now = int(time.time() * 1000)
+        if self.spool is not None:
+            fresh = {key: float(value) for key, value in metrics.items() if step > self.spool.logged.get(key, -1)}
+            if fresh:  # a resumed run redoing a step it logged before keeps the first value
+                self.spool.append({"op": "metrics", "step": step, "time": now, "values": fresh})
+                self.spool.logged.update(dict.fromkeys(fresh, step))
+            if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+                self.flush()
+            return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
         self._buffer.extend(Metric(key, float(value), now, step) for key, value in metrics.items())
         if len(self._buffer) >= METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is buffered: with a spool, wake the sender (never blocks); without, send now."""
+        self._last_flush = time.monotonic()
+        if self.spool is not None:
+            self._wake.set()
+            return
         while self._buffer:
             batch, self._buffer = self._buffer[:METRICS_PER_BATCH], self._buffer[METRICS_PER_BATCH:]
             self.client.log_batch(self.run_id, metrics=batch)
-        self._last_flush = time.monotonic()
 
     def log_artifact(self, path: Path, artifact_path: str = "") -> None:
+        if self.spool is not None:
+            self.spool.append({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
+            self._wake.set()
+            return
         self.client.log_artifact(self.run_id, str(path), artifact_path or None)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        if not tags:
+            return
+        if self.spool is not None:
+            self.spool.append({"op": "tags", "values": {k: str(v) for k, v in tags.items()}})
+            return
         from mlflow.entities import RunTag
 
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def finish(self, status: str, *, error: str = "") -> None:
-        self.flush()
+        """End the run. With a spool, first wait (at most XDC_TRACKING_FINISH_WAIT seconds, 300) until MLflow holds
+        everything; TrackingError if it stays away: the run is left for the next attempt to end."""
         if error:
             self.set_tags({"error": error[:5000]})
-        self.client.set_terminated(self.run_id, status=status)
+        if self.spool is None:
+            self.flush()
+            self.client.set_terminated(self.run_id, status=status)
+            return
+        self._drain()
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise self._unreachable(0) from None
+
+    def _drain(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(FINISH_WAIT_SECONDS)
+        waiting = self.spool.unsent()
+        if waiting:
+            self._abandoned.set()
+            raise self._unreachable(waiting)
+
+    def _unreachable(self, waiting: int) -> TrackingError:
+        return TrackingError(f"MLflow at {self._uri or 'the default store'} is unreachable ({self.last_error}); "
+                             f"{waiting} tracking records wait in {self.spool.folder} and are sent when the run is "
+                             "resumed")
+
+    # -- the sender thread ---------------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        failures = 0
+        while not self._abandoned.is_set():
+            ops, end = self.spool.pending(OPS_PER_SEND)
+            if not ops:
+                if self._closing.is_set():
+                    return
+                self._wake.wait(FLUSH_SECONDS)
+                self._wake.clear()
+                continue
+            try:
+                self._send(ops)
+            except Exception as exc:  # an outage: keep everything, wait, try again; training goes on meanwhile
+                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("MLflow unreachable (%s); retrying in %s s", self.last_error, wait)
+                self._abandoned.wait(wait)
+                continue
+            failures = 0
+            self.spool.mark_sent(end)
+
+    def _send(self, ops: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        metrics = [Metric(key, value, op["time"], op["step"]) for op in ops if op["op"] == "metrics"
+                   for key, value in op["values"].items()]
+        for begin in range(0, len(metrics), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[begin:begin + METRICS_PER_BATCH])
+        for op in ops:
+            if op["op"] == "params":
+                items = [Param(k, v) for k, v in op["values"].items()]
+                for begin in range(0, len(items), PARAMS_PER_BATCH):
+                    self.client.log_batch(self.run_id, params=items[begin:begin + PARAMS_PER_BATCH])
+            elif op["op"] == "tags":
+                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in op["values"].items()])
+            elif op["op"] == "artifact" and Path(op["path"]).is_file():
+                self.client.log_artifact(self.run_id, op["path"], op["artifact_path"] or None)
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -153,6 +278,62 @@ class MLflowTracker:
             if experiment is None:
                 raise
             return experiment.experiment_id
+
+
+class Spool:
+    """The durable log of a run's tracking operations: `ops.jsonl` (one JSON object a line, appended and flushed
+    at each call, so a killed process loses nothing the OS had) and `sent.json` (the byte offset MLflow holds).
+    `logged` is the highest step spooled per metric key."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ops_path, self.sent_path = folder / "ops.jsonl", folder / "sent.json"
+        self.logged: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._keep_whole_lines()
+        with self.ops_path.open("r", encoding="utf-8") as handle:
+            for line in handle:
+                op = json.loads(line)
+                if op["op"] == "metrics":
+                    self.logged.update(dict.fromkeys(op["values"], op["step"]))
+        self.sent = json.loads(self.sent_path.read_text())["offset"] if self.sent_path.is_file() else 0
+        self._file = self.ops_path.open("a", encoding="utf-8")
+
+    def _keep_whole_lines(self) -> None:
+        """Drop a line torn by a kill mid-write, so the log stays readable."""
+        self.ops_path.touch()
+        data = self.ops_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.ops_path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, op: dict[str, Any]) -> None:
+        with self._lock:
+            self._file.write(json.dumps(op, allow_nan=True) + "\n")
+            self._file.flush()
+
+    def pending(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` unsent operations and the offset after them."""
+        ops = []
+        with self._lock, self.ops_path.open("rb") as handle:
+            handle.seek(self.sent)
+            offset = self.sent
+            for line in handle:
+                if len(ops) >= limit or not line.endswith(b"\n"):
+                    break
+                ops.append(json.loads(line))
+                offset += len(line)
+        return ops, offset
+
+    def mark_sent(self, offset: int) -> None:
+        self.sent = offset
+        partial = self.sent_path.with_suffix(".partial")
+        partial.write_text(json.dumps({"offset": offset}))
+        partial.replace(self.sent_path)
+
+    def unsent(self) -> int:
+        return len(self.pending(1 << 30)[0])
 
 
 def git_sha() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import random
 import time
@@ -33,9 +34,10 @@ from xdc.distributed import Dist, init_distributed, shutdown
 from xdc.errors import ConfigError, DataError, TrainingError
 from xdc.models import AVModel
 from xdc.report import write_assignments, write_round_plot
-from xdc.tracking import NullTracker, Tracker, git_sha
+from xdc.tracking import NullTracker, Tracker, TrackingError, git_sha
 from xdc.variants import VARIANTS, variant_loss
 
+log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float | None, str], None]
 RUNTIME_KEYS = runtime_keys(PretrainConfig)  # may differ between a checkpoint and its resume
 
@@ -115,6 +117,7 @@ class _Pretraining:
             self._check_resumable(state)
         self._build(state)
         if self._finished():
+            self._send_spooled(state)
             return self._result(stopped=False)
         self._start_tracking(state)
         try:
@@ -124,7 +127,10 @@ class _Pretraining:
             self.tracker.finish("KILLED")
             return self._result(stopped=True)
         except BaseException as exc:
-            self.tracker.finish("FAILED", error=_reason(exc))
+            try:
+                self.tracker.finish("FAILED", error=_reason(exc))
+            except TrackingError as tracking:  # the run's own failure is the news; the spool keeps the rest
+                log.warning("%s", tracking)
             raise
         self._finalize()
         return self._result(stopped=False)
@@ -211,7 +217,19 @@ class _Pretraining:
     def _finished(self) -> bool:
         return self.position["round"] >= self.cfg.rounds and self.final_path.exists()
 
+    def _send_spooled(self, state: dict[str, Any] | None) -> None:
+        """A finished run whose last attempt could not reach MLflow: send what waits in the spool and end the run."""
+        spool = self.out_dir / "tracking"
+        if state and state.get("run_id") and hasattr(self.tracker, "open_spool") and (spool / "ops.jsonl").exists():
+            self.tracker.open_spool(spool)
+            if self.tracker.spool.unsent():
+                self.tracker.start(experiment=self.cfg.experiment, run_name=self.cfg.run_name,
+                                   run_id=state["run_id"], tags={})
+                self.tracker.finish("FINISHED")
+
     def _start_tracking(self, state: dict[str, Any] | None) -> None:
+        if hasattr(self.tracker, "open_spool"):  # MLflow: through a durable spool next to the checkpoints
+            self.tracker.open_spool(self.out_dir / "tracking")
         run_id = state.get("run_id") if state else None
         tags = {"variant": self.cfg.variant, "git_sha": git_sha(), "xdc_version": __version__, "kind": "pretrain"}
         self.run_id = self.tracker.start(experiment=self.cfg.experiment, run_name=self.cfg.run_name,

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -85,22 +84,20 @@ def jobs(start_worker, django_user_model, tmp_path):
 def test_sigterm_checkpoints_the_job_and_requeues_it_to_resume_elsewhere(start_worker, jobs, videos,
                                                                           mlflow_server):
     first, log = start_worker("first")
-    job = jobs.submit(videos, "rounds=40")
+    job = jobs.submit(videos, "rounds=12")
     checkpoints = Path(job.out_dir, "checkpoints")
     jobs.wait(job, "running", until=lambda j: checkpoints.is_dir() and any(checkpoints.iterdir()))
 
     os.killpg(first.pid, signal.SIGTERM)
-    started = time.monotonic()
     first.wait(timeout=120)
     job.refresh_from_db()
     assert job.status == "queued" and job.stage == "requeued: worker shutting down", log.read_text()[-2000:]
     assert job.message_sent_at is not None and job.worker_losses == 0
     assert "is shutting down: checkpointed, back in the queue" in job.log_tail
-    assert time.monotonic() - started < 60  # it did not wait for the 40 rounds
+    assert Path(job.out_dir, "final.pt").exists() is False  # it did not wait for the 12 rounds
 
     start_worker("second")
-    job = jobs.wait(job, "running", "succeeded",
-                    until=lambda j: "attempt 2 resumed from the checkpoint" in j.log_tail, timeout=120)
-    assert job.attempt == 2
+    job = jobs.wait(job, "succeeded", timeout=400)
+    assert job.attempt == 2 and "attempt 2 resumed from the checkpoint" in job.log_tail
     runs = MlflowClient(mlflow_server).search_runs([job.mlflow_experiment_id], f"tags.job_id = '{job.pk}'")
     assert len(runs) == 1  # the same MLflow run continues

@@ -57,3 +57,4 @@ def test_it_sweeps_from_a_thread_started_when_the_worker_is_ready(two_running_jo
     finally:
         watchdog.stop_watchdog()
     assert Job.objects.get(pk=silent.pk).status == "queued"
+
