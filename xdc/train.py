@@ -370,6 +370,7 @@ class _Pretraining:
             self.failed_clips += len(batch["failed"])
             agreed = self.group.all_min(-1 if stop else batch["size"])
             if agreed < 0:
+                self._log_steps(meter, tick)  # the steps since the last log point are not lost to a stop
                 raise StopRequested
             if agreed >= 2:  # BatchNorm needs two samples; a batch emptied by bad files is skipped on all ranks
                 meter.add(*self._train_step(batch, targets), batch["size"])

@@ -108,6 +108,19 @@ def test_stop_mid_epoch_resumes_at_the_next_step(synthetic_root, tmp_path):
     assert steps[0] == 4 and tracker.status == "FINISHED"  # log_every=2: steps 3-4 are the first logged
 
 
+def test_a_stop_logs_the_steps_since_the_last_log_point(synthetic_root, tmp_path):
+    calls = {"n": 0}
+
+    def stop_at_third_batch() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    tracker = NullTracker()
+    pretrain(tiny(synthetic_root, "batch_size=4", "log_every=100"), tracker, out_dir=tmp_path / "run",
+             should_stop=stop_at_third_batch)
+    assert [step for step, _ in tracker.metrics["train/loss"]] == [2] and tracker.status == "KILLED"
+
+
 def test_a_non_finite_loss_fails_the_run_with_a_clear_reason(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setenv("XDC_LIMITS", "optim.lr=1e30")  # past the lab's limit of 10, which a deployment may raise
     tracker = NullTracker()

@@ -100,6 +100,10 @@ def add_lab_error(form: forms.Form, exc: services.LabError) -> None:
 
 
 class TeamFormMixin:
+    KEYS: dict[str, str] = {}  # form field -> the config key it sets
+    ALSO: dict[str, str] = {}  # other keys (and service error names) -> the field that shows their errors
+    KIND = ""
+
     def _init_team(self, user, team: Team | None) -> None:
         teams = Team.objects.filter(memberships__user=user)
         self.fields["team"].queryset = teams
