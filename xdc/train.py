@@ -285,7 +285,7 @@ class _Pretraining:
         ensure_free_space(workdir, self._feature_bytes(), "the round's feature files")
         mine = np.arange(len(self.data.videos))[self.group.rank::self.group.world]
         extract_features(self.model, [self.data.videos[i] for i in mine], self.cfg, self.device,
-                                 workdir / f"rank{self.group.rank}", bf16=self.bf16)
+                         workdir / f"rank{self.group.rank}", bf16=self.bf16)
         self.group.barrier()
         if not self.group.main:
             return {}
