@@ -9,6 +9,7 @@ raises ConfigError naming the key (`exc.key`). `to_dict()` is the JSON form stor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -207,16 +208,21 @@ class FieldSpec:
     help: str
 
 
-def field_specs(cls: type, prefix: str = "") -> dict[str, FieldSpec]:
+def field_specs(cls: type) -> dict[str, FieldSpec]:
     """Every leaf key of a config dataclass ('optim.lr', ...) with its declared bounds, limits from XDC_LIMITS
-    applied."""
+    applied. Built once per class and XDC_LIMITS value (every validation asks); read it, do not change it."""
+    return _field_specs(cls, "", os.environ.get("XDC_LIMITS", "").strip())
+
+
+@functools.lru_cache(maxsize=None)
+def _field_specs(cls: type, prefix: str, limits_text: str) -> dict[str, FieldSpec]:
     hints = get_type_hints(cls)
-    limits = _raised_limits()
+    limits = _raised_limits(limits_text)
     specs: dict[str, FieldSpec] = {}
     for f in dataclasses.fields(cls):
         key, hint = f"{prefix}{f.name}", hints[f.name]
         if dataclasses.is_dataclass(hint):
-            specs |= field_specs(hint, f"{key}.")
+            specs |= _field_specs(hint, f"{key}.", limits_text)
             continue
         meta = f.metadata
         choices, limit = meta.get("choices"), meta.get("limit")
@@ -278,9 +284,8 @@ def _number(bound: float) -> str:
     return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
-def _raised_limits() -> dict[str, float]:
+def _raised_limits(text: str) -> dict[str, float]:
     """XDC_LIMITS='rounds=5000,cluster.k_video=200000': upper bounds a deployment raises (never lowers)."""
-    text = os.environ.get("XDC_LIMITS", "").strip()
     limits: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")

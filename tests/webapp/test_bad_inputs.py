@@ -472,12 +472,6 @@ def test_a_bad_evaluation_form_is_shown_again_with_the_error(client_a, world, ca
     unchanged(world)
 
 
-def test_the_corpus_is_large_enough():
-    total = (len(SUBMISSIONS) + len(REGISTRATIONS) + len(QUERIES) + len(AUTHORIZATIONS) + 6 + len(PRETRAIN_FORMS)
-             + len(EVALUATE_FORMS))
-    assert total >= 150, total
-
-
 def test_a_valid_token_still_gets_in(client, token_a, world):
     """The header checks refuse junk, not keys: the corpus above would pass trivially if every request were 401."""
     assert ApiToken.objects.filter(key_hash=hash_key(token_a)).exists()

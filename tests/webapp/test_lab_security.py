@@ -56,6 +56,19 @@ class TestLoginThrottling:
         cache.clear()  # the lock's window has passed
         assert client.post("/login/", {"username": "alice", "password": "pw-alice"}).status_code == 302
 
+    def test_behind_the_proxy_one_clients_failures_do_not_lock_out_another(self, client, alice, bob, settings):
+        settings.LAB_LOGIN_FAILURES = 3
+        settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        for _ in range(3):  # every request reaches the site from the proxy's own address
+            client.post("/login/", {"username": "mallory", "password": "x"}, HTTP_X_FORWARDED_FOR="10.0.0.66",
+                        HTTP_X_FORWARDED_PROTO="https", secure=True)
+        other = client.post("/login/", {"username": "bob", "password": "pw-bob"}, secure=True,
+                            HTTP_X_FORWARDED_FOR="1.2.3.4, 10.0.0.7", HTTP_X_FORWARDED_PROTO="https")
+        assert other.status_code == 302
+        forged = client.post("/login/", {"username": "alice", "password": "pw-alice"}, secure=True,
+                             HTTP_X_FORWARDED_FOR="10.0.0.7, 10.0.0.66", HTTP_X_FORWARDED_PROTO="https")
+        assert forged.status_code == 429  # the proxy's entry is the last one, whatever the client put first
+
     def test_a_success_before_the_limit_logs_in(self, client, alice, settings):
         settings.LAB_LOGIN_FAILURES = 3
         client.post("/login/", {"username": "alice", "password": "wrong"})

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from xdc.config import load_config
 from xdc.data.synthetic import make_synthetic
@@ -20,6 +21,38 @@ def videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("worker-videos")
     make_synthetic(root, videos=8, classes=4, seed=3, duration=2.0, layouts=False)
     return root
+
+
+@pytest.fixture
+def private_broker(lab_broker, settings):
+    """(app, url): the Celery app on database 14 of the test Redis, flushed, which no session worker reads; the app
+    goes back to its broker afterwards. A test chooses when the app uses it (`_use_broker`)."""
+    from tests.conftest import _use_broker
+    from workers.celery import app
+
+    url = lab_broker.rsplit("/", 1)[0] + "/14"
+    redis.Redis.from_url(url).flushdb()
+    settings.LAB_ENQUEUE = "celery"
+    previous = app.conf.broker_url
+    yield app, url
+    _use_broker(app, previous)
+
+
+def team_with_dataset(user_model, settings, tmp_path: Path, slug: str):
+    """(user, team) with one registered `folder` dataset of one empty file under tmp_path (registration lists
+    files; nothing here decodes them), runs and data roots under tmp_path."""
+    from webapp.lab import services
+    from webapp.lab.models import Membership, Team
+
+    settings.LAB_RUNS_DIR = tmp_path / "runs"
+    settings.LAB_DATA_ROOTS = [tmp_path.resolve()]
+    user = user_model.objects.create_user(f"{slug}-user")
+    team = Team.objects.create(name=slug.title(), slug=slug)
+    Membership.objects.create(user=user, team=team)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "clip.mp4").write_bytes(b"")
+    services.register_dataset(team=team, name="data", layout="folder", path=str(tmp_path / "data"))
+    return user, team
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import pytest
 import redis
 from django.utils import timezone
 
+from tests.workers.conftest import team_with_dataset
 from webapp.lab import services
-from webapp.lab.models import ApiToken, Job, Membership, Team
+from webapp.lab.models import ApiToken, Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,29 +22,12 @@ DOWN = "redis://127.0.0.1:9/0"  # nothing listens on the discard port: connectio
 
 @pytest.fixture
 def team(django_user_model, settings, tmp_path):
-    settings.LAB_RUNS_DIR = tmp_path / "runs"
-    settings.LAB_DATA_ROOTS = [tmp_path.resolve()]
-    user = django_user_model.objects.create_user("eve")
-    team = Team.objects.create(name="Delivery", slug="delivery")
-    Membership.objects.create(user=user, team=team)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "clip.mp4").write_bytes(b"")
-    services.register_dataset(team=team, name="data", layout="folder", path=str(tmp_path / "data"))
-    return user, team
+    return team_with_dataset(django_user_model, settings, tmp_path, "delivery")
 
 
 @pytest.fixture
-def broker(lab_broker, settings):
-    """The app on a private database of the test Redis (no session worker listens there), restored after."""
-    from tests.conftest import _use_broker
-    from workers.celery import app
-
-    url = lab_broker.rsplit("/", 1)[0] + "/14"
-    redis.Redis.from_url(url).flushdb()
-    settings.LAB_ENQUEUE = "celery"
-    previous = app.conf.broker_url
-    yield app, url
-    _use_broker(app, previous)
+def broker(private_broker):
+    return private_broker
 
 
 def messages(url: str) -> int:

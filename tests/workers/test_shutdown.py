@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, _database_url, _use_broker, _wait_until, stop_process_group
@@ -20,16 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def broker(lab_broker, settings):
-    from workers.celery import app
-
-    url = lab_broker.rsplit("/", 1)[0] + "/13"
-    redis.Redis.from_url(url).flushdb()
-    settings.LAB_ENQUEUE = "celery"
-    previous = app.conf.broker_url
+def broker(private_broker):
+    app, url = private_broker
     _use_broker(app, url)
-    yield url
-    _use_broker(app, previous)
+    return url
 
 
 @pytest.fixture

@@ -7,24 +7,19 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from tests.workers.conftest import team_with_dataset
 from webapp.lab import services
-from webapp.lab.models import Job, Membership, Team
+from webapp.lab.models import Job
 from workers import watchdog
 
 
 @pytest.fixture
 def two_running_jobs(transactional_db, settings, django_user_model, tmp_path):
     settings.LAB_ENQUEUE = "none"
-    settings.LAB_RUNS_DIR = tmp_path / "runs"
-    settings.LAB_DATA_ROOTS = [tmp_path.resolve()]
-    user = django_user_model.objects.create_user("lin")
-    team = Team.objects.create(name="Team", slug="team")
-    Membership.objects.create(user=user, team=team)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "clip.mp4").write_bytes(b"")  # registration lists files; nothing here decodes them
-    dataset = services.register_dataset(team=team, name="data", layout="folder", path=str(tmp_path / "data"))
+    user, team = team_with_dataset(django_user_model, settings, tmp_path, "team")
     config = {"rounds": 1}
-    jobs = services.submit_jobs(user, team, "pretrain", [config, config], dataset=dataset, resource="cpu", gpus=0)
+    jobs = services.submit_jobs(user, team, "pretrain", [config, config], dataset=team.datasets.get(),
+                                resource="cpu", gpus=0)
     for job in jobs:
         services.claim_job(job.pk, worker=f"w{job.pk}@host", task_id=f"t{job.pk}")
     return jobs

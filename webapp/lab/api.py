@@ -133,8 +133,8 @@ def _submit(request: HttpRequest) -> JsonResponse:
         body = _body(request)
         unknown = sorted(set(body) - SUBMIT_FIELDS)
         if unknown:
-            return error(400, {unknown[0]: [f"unknown field {unknown[0]!r}; a submission has "
-                                            f"{', '.join(sorted(SUBMIT_FIELDS))}"]})
+            name = unknown[0][:80]  # the client's text, echoed: bounded
+            return error(400, {name: [f"unknown field {name!r}; a submission has {', '.join(sorted(SUBMIT_FIELDS))}"]})
         team = selectors.team_for(request.api_user, body.get("team"))
         if team is None:
             return error(400, {"team": ["you are in no team of that name"]})

@@ -71,7 +71,7 @@ def parse_int_list(text: str, *, name: str) -> list[int]:
             continue
         low, dash, high = item.partition("-")
         try:
-            if not item.lstrip("-").replace("-", "").isascii():
+            if not item.isascii():
                 raise ValueError(item)  # int() reads other scripts' digits; a config takes ASCII ones
             span = range(int(low), int(high) + 1) if dash and low else [int(item)]
         except ValueError:

@@ -54,6 +54,16 @@ class ThrottledLoginView(auth_views.LoginView):
 
 def _failure_keys(request: HttpRequest) -> list[str]:
     username = str(request.POST.get("username", ""))[:150].lower()
-    address = request.META.get("REMOTE_ADDR", "")
+    address = _client_address(request)
     return [f"lab:login-failures:{kind}:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()}"
             for kind, value in (("user", username), ("address", address))]
+
+
+def _client_address(request: HttpRequest) -> str:
+    """The client's address. Behind the TLS proxy (SECURE_PROXY_SSL_HEADER set) every request comes from the proxy,
+    so the address is the last X-Forwarded-For entry, the one the proxy itself appended (earlier ones are the
+    client's to forge); else the connection's own."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None) and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR", "")

@@ -420,8 +420,9 @@ def resend_unsent(older_than_s: float = 30.0) -> list[int]:
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     sent = []
     for job in Job.objects.filter(status=Job.Status.QUEUED, message_sent_at__isnull=True, queued_at__lt=cutoff):
-        if enqueue(job):
-            sent.append(job.pk)
+        if not enqueue(job):
+            break  # the broker is still away: the next sweep tries again, instead of timing out once per job
+        sent.append(job.pk)
     return sent
 
 
