@@ -16,7 +16,8 @@ from xdc.tracking import MLflowTracker, TrackingError
 def server(tmp_path, monkeypatch):
     """A server this test may stop and start again on the same port and store."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the spool retries; the client need not
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # A loaded machine's slow server is not an outage (a stopped one refuses connections at once).
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
     root, port = tmp_path / "mlflow", _free_port()
     root.mkdir()
     state = {"process": start_mlflow(root, port)[1]}
