@@ -37,10 +37,16 @@ class TestPretrainForm:
 
     def test_fields_override_the_preset(self, client_a, dataset_a):
         client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, rounds=3, lr="0.2", batch_size=4,
-                                                           overrides="optim.weight_decay=0.001"))
+                                                           audio_seconds="1.5", overrides="optim.weight_decay=0.001"))
         cfg = Job.objects.get().config
         assert (cfg["rounds"], cfg["optim"]["lr"], cfg["batch_size"], cfg["optim"]["weight_decay"]) == (
             3, 0.2, 4, 0.001)
+        assert cfg["data"]["audio_seconds"] == 1.5
+
+    def test_a_sound_window_past_the_limit_is_a_field_error(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, audio_seconds="61"))
+        assert response.status_code == 400 and "audio_seconds" in response.context["form"].errors
+        assert Job.objects.count() == 0
 
     def test_a_config_error_lands_on_its_field(self, client_a, dataset_a):
         response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, k="1"))

@@ -31,8 +31,8 @@ PROTOCOLS = [("linear", "linear"), ("finetune", "finetune"), ("retrieval", "retr
 PRETRAIN_KEYS = {"variant": "variant", "k": "cluster.k", "seed": "seed", "rounds": "rounds",
                  "epochs_per_round": "epochs_per_round", "batch_size": "batch_size", "lr": "optim.lr",
                  "clip_frames": "data.clip_frames", "fps": "data.fps", "crop_size": "data.crop_size",
-                 "dataset": "data.path", "overrides": ""}
-SCALARS = ("rounds", "epochs_per_round", "batch_size", "lr", "clip_frames", "fps", "crop_size")
+                 "audio_seconds": "data.audio_seconds", "dataset": "data.path", "overrides": ""}
+SCALARS = ("rounds", "epochs_per_round", "batch_size", "lr", "clip_frames", "fps", "crop_size", "audio_seconds")
 # Keys the form sets through another field: the dataset fills the layout and split, a crop widens the short side.
 PRETRAIN_ALSO = {"data.layout": "dataset", "data.split": "dataset", "data.fold": "dataset",
                  "data.resize_short": "crop_size", "evaluations": "eval_datasets"}
@@ -170,6 +170,7 @@ class PretrainForm(TeamFormMixin, MetaFields):
     clip_frames = config_input("data.clip_frames")
     fps = config_input("data.fps")
     crop_size = config_input("data.crop_size")
+    audio_seconds = config_input("data.audio_seconds", label="audio seconds")
     overrides = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                 help_text="more config keys, one key=value a line (optim.weight_decay=0.0005)")
     eval_datasets = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(), required=False,

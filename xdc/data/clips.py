@@ -44,6 +44,13 @@ def even_requests(videos: list[Video], clips_per_video: int, clip_seconds: float
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
 
 
+def audio_span(cfg: DataConfig, start: float, duration: float) -> tuple[float, float]:
+    """(start, seconds) of a clip's sound: `cfg.audio_window` centred on the frames' window, kept inside the file."""
+    seconds = cfg.audio_window
+    centred = start + (cfg.clip_seconds - seconds) / 2
+    return min(max(centred, 0.0), max(duration - seconds, 0.0)), seconds
+
+
 class ClipDataset(Dataset):
     """Decodes requested windows into (uint8 video 3 x T x S x S, log-mel audio 1 x n_mels x frames).
 
@@ -71,7 +78,8 @@ class ClipDataset(Dataset):
         try:
             frames, audio = read_clip(video.path, start=float(start), num_frames=self.cfg.clip_frames,
                                       fps=self.cfg.fps, short_side=self.cfg.resize_short,
-                                      sample_rate=self.cfg.sample_rate, with_audio=self.with_audio)
+                                      sample_rate=self.cfg.sample_rate, with_audio=self.with_audio,
+                                      audio_span=audio_span(self.cfg, float(start), video.duration))
         except MediaError as exc:
             return {"ok": False, "video_index": int(video_index), "error": str(exc)}
         rng = np.random.default_rng(int(seed))

@@ -53,14 +53,16 @@ def probe(path: str, *, check_audio: bool = True) -> MediaInfo:
 
 
 def read_clip(path: str, *, start: float, num_frames: int, fps: float, short_side: int,
-              sample_rate: int, with_audio: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+              sample_rate: int, with_audio: bool = True,
+              audio_span: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames (uint8 T x H x W x 3, short side resized) sampled at `fps` from `start`, and the mono audio
-    (float32, `sample_rate`) of the same window [start, start + num_frames / fps)."""
-    seconds = num_frames / fps
+    (float32, `sample_rate`) of the same window [start, start + num_frames / fps), or of `audio_span`
+    (start, seconds) when given."""
+    audio_start, seconds = audio_span or (start, num_frames / fps)
     try:
         with av.open(path) as container:
             frames = _read_frames(container, start, num_frames, fps, short_side)
-            audio = _read_audio(container, start, seconds, sample_rate) if with_audio else None
+            audio = _read_audio(container, audio_start, seconds, sample_rate) if with_audio else None
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:

@@ -209,8 +209,11 @@ def _plan_supervised(*, modality: str, preset: str, width: int, seed: int, devic
                           "a labelled folder of videos with sound (labels.csv) to train the baseline on")
     overrides = ["variant=supervised", f"seed={seed}", f"device={device}", f"model.video_width={width}",
                  f"model.audio_width={width}", "data.layout=folder", f"data.num_workers={max(workers, 0)}"]
-    # It trains on the frames the protocol measures it on.
+    # It trains on the frames the protocol measures it on; for a video benchmark the sound window is the clip's
+    # own, so a benchmark's short videos are not skipped for a longer sound context that the measure never sees.
     overrides += [f"data.{key}={protocol_params[key]}" for key in VIDEO_INPUT if key in protocol_params]
+    if modality == "video":
+        overrides.append("data.audio_seconds=0")
     cfg = load_config(preset=budget or None, overrides=overrides)
     key = _supervised_key(cfg, files)
     folder = default_cache_dir() / "supervised" / key

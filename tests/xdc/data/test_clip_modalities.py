@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from xdc.config import DataConfig
 from xdc.data.clips import AudioClipDataset, ClipDataset, Video, collate_clips, even_requests
@@ -32,3 +35,14 @@ def test_an_unreadable_audio_file_is_a_failure_record(tmp_path):
     broken.write_bytes(b"RIFF0000WAVEjunk")
     dataset = AudioClipDataset([Video(str(broken), 1.0)], np.array([[0, 0.0, 0]]), DataConfig(), seconds=0.5)
     assert dataset[0]["ok"] is False and dataset[0]["video_index"] == 0
+
+
+def test_videos_shorter_than_the_sound_window_are_skipped_as_too_short(synthetic_root):
+    from xdc.data import load_video_set
+    from xdc.errors import DataError
+
+    cfg = DataConfig(path=str(synthetic_root / "videos"), clip_frames=4, audio_seconds=1.5, num_workers=0)
+    assert len(load_video_set(cfg).videos) == 24  # 2 s videos hold a 1.5 s sound window
+    with pytest.raises(DataError, match="24 too_short"):
+        load_video_set(dataclasses.replace(cfg, audio_seconds=2.5))
+    assert len(load_video_set(dataclasses.replace(cfg, audio_seconds=2.5), need_audio=False).videos) == 24

@@ -9,7 +9,7 @@ import torch
 
 import xdc.data.index as index_module
 from xdc.config import DataConfig
-from xdc.data.clips import ClipDataset, Video, clip_loader, collate_clips, even_requests, random_requests
+from xdc.data.clips import ClipDataset, audio_span, Video, clip_loader, collate_clips, even_requests, random_requests
 from xdc.data.index import build_index, screen, summarize
 from xdc.data.media import SILENCE_PEAK, audio_duration, probe, read_audio, read_clip
 from xdc.data.synthetic import make_synthetic, write_bad_media, write_media
@@ -180,6 +180,24 @@ def test_audio_follows_the_timestamps(media, path_key, max_error, start):
 
     assert relative_error(0) < max_error
     assert relative_error(0) < relative_error(16) and relative_error(0) < relative_error(-16)  # aligned to 1 ms
+
+
+@pytest.mark.parametrize("start, seconds, audio_start", [(1.0, 2.0, 0.25), (0.0, 2.0, 0.0), (2.5, 2.0, 1.0)])
+def test_a_longer_audio_window_is_centred_on_the_clip_and_kept_inside_the_file(media, start, seconds, audio_start):
+    cfg = DataConfig(clip_frames=4, fps=8.0, sample_rate=SAMPLE_RATE, audio_seconds=seconds)
+    span = audio_span(cfg, start, RAMP_FRAMES / FPS)
+    assert span == pytest.approx((audio_start, seconds))
+    frames, audio = read_clip(str(media["ramp_pcm"]), start=start, num_frames=4, fps=8.0, short_side=24,
+                              sample_rate=SAMPLE_RATE, audio_span=span)
+    assert abs(frame_numbers(frames)[0] - start * FPS) <= 1  # the frames keep their own window
+    begin = round(audio_start * SAMPLE_RATE)
+    np.testing.assert_allclose(audio, ramp_audio()[begin:begin + len(audio)], atol=1e-3)
+    assert len(audio) == round(seconds * SAMPLE_RATE)
+
+
+def test_without_audio_seconds_the_sound_is_the_clips_own_window():
+    cfg = DataConfig(clip_frames=4, fps=8.0)
+    assert cfg.audio_window == cfg.span_seconds == 0.5 and audio_span(cfg, 1.2, 3.0) == (1.2, 0.5)
 
 
 def test_read_audio_and_audio_duration(media):

@@ -152,6 +152,7 @@ def test_the_supervised_baseline_is_trained_once_and_cached(layouts, tmp_path, m
     assert Path(ckpt["path"]).is_relative_to(cache / "supervised") and len(ckpt["sha256"]) == 64
     trained_on = torch.load(ckpt["path"], map_location="cpu", weights_only=False)["config"]["data"]
     assert (trained_on["resize_short"], trained_on["crop_size"]) == (40, 32)  # the frames the protocol measures
+    assert trained_on["audio_seconds"] == 0  # no longer sound window than the clip, which would skip short videos
     trained = Path(ckpt["path"]).stat().st_mtime_ns
     second = evaluate(tiny(layouts, "ucf101", "linear", "supervised"), out_dir=tmp_path / "b").record
     assert second["checkpoint"]["path"] == ckpt["path"] and second["checkpoint"]["sha256"] == ckpt["sha256"]
