@@ -38,7 +38,8 @@ def load_video_set(cfg: DataConfig, *, need_audio: bool = True) -> VideoSet:
     samples = listing.samples[: cfg.max_videos] if cfg.max_videos else listing.samples
     labels = {str(s.path): (-1 if s.label is None else s.label) for s in samples}
     entries = build_index([s.path for s in samples], workers=cfg.num_workers)
-    screened = screen(entries, clip_seconds=cfg.span_seconds if need_audio else cfg.clip_seconds, need_audio=need_audio)
+    shortest = cfg.span_seconds if need_audio else cfg.clip_seconds  # a clip, and its sound window when it has one
+    screened = screen(entries, clip_seconds=shortest, need_audio=need_audio)
     if not screened.usable:
         counts = ", ".join(f"{n} {reason}" for reason, n in screened.skipped_counts.items())
         raise DataError(f"no usable video in {cfg.path} ({len(samples)} files: {counts})")
