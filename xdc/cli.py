@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--videos", type=int, default=480, help="videos per generated set")
     compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a pretraining config key for every run (repeatable)")
+    compare.add_argument("--jobs", type=int, default=1,
+                         help="runs measured at once, each with an equal share of the CPU threads (default 1)")
     compare.set_defaults(handler=_compare)
 
     bench = commands.add_parser("bench", help="benchmarks: trainer vs plain loop, data pipeline, clustering")
@@ -190,7 +192,8 @@ def _compare(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_comparison(Path(args.out), sets=_names(args.sets), variants=_names(args.variants), seeds=seeds,
-                            preset=args.preset, videos=args.videos, overrides=args.overrides)
+                            preset=args.preset, videos=args.videos, overrides=args.overrides,
+                            jobs=args.jobs)
     print(report.read_text())
     print(f"report: {report}")
     return 0

@@ -1,5 +1,7 @@
 """The comparison's report (the comparison itself is a benchmark, `make compare`) and its refusals."""
 
+import json
+
 import pytest
 
 from xdc.compare import Run, report, run_comparison
@@ -38,17 +40,21 @@ def test_it_refuses_unknown_sets_variants_and_no_seeds_before_doing_anything(tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoing_them(tmp_path):
-    import json
-
+def measured(tmp_path, seeds=(0,)):
+    """A comparison folder whose runs are all measured already (its data could not be pretrained on)."""
     folder = tmp_path / "out" / "synthetic"
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "labels.csv").write_text("path,label\n")  # nothing here could be pretrained on
-    for encoder, linear in (("xdc", 0.7), ("random", 0.2)):
-        (folder / "measured").mkdir(exist_ok=True)
-        (folder / "measured" / f"{encoder}-seed0.json").write_text(json.dumps({
-            "budget": {"preset": "small", "overrides": []},
-            "run": run(encoder, 0, linear, 0.9).__dict__ | {"set": "synthetic", "seconds": 300.0}}))
+    (folder / "data" / "labels.csv").write_text("path,label\n")
+    (folder / "measured").mkdir()
+    for seed in seeds:
+        for encoder, linear in (("xdc", 0.7), ("random", 0.2)):
+            (folder / "measured" / f"{encoder}-seed{seed}.json").write_text(json.dumps({
+                "budget": {"preset": "small", "overrides": []},
+                "run": run(encoder, seed, linear + seed / 100, 0.9).__dict__ | {"set": "synthetic", "seconds": 300.0}}))
+
+
+def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoing_them(tmp_path):
+    measured(tmp_path)
     report_path = run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0])
     assert "| xdc | 1 | 0.700 |" in report_path.read_text() and "| 5.0 |" in report_path.read_text()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -57,3 +63,18 @@ def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoin
     with pytest.raises(ConfigError, match="give the comparison another --out"):
         run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0],
                        overrides=["cluster.k_video=8"])
+
+
+def test_runs_measured_in_parallel_are_reported_in_the_sequential_order(tmp_path):
+    measured(tmp_path, seeds=(0, 1, 2))
+    run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0, 1, 2], jobs=3)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["encoder"], r["seed"]) for r in results] == [(e, s) for s in (0, 1, 2) for e in ("xdc", "random")]
+    assert "| xdc | 3 | 0.710 ± 0.010 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("jobs", [0, 65])
+def test_it_refuses_a_number_of_jobs_out_of_bounds(tmp_path, jobs):
+    with pytest.raises(ConfigError, match="--jobs must be between 1 and 64"):
+        run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0], jobs=jobs)
+    assert not (tmp_path / "out").exists()
