@@ -36,6 +36,7 @@ SETS: dict[str, Callable[[Path, int], object]] = {
     "instrument-glyphs": lambda out, videos: make_material_set("instrument-glyphs", out, videos=videos, seed=0),
 }
 VARIANTS = ("xdc", "mdc", "cdc", "sdc", "supervised")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PROBES = {"linear": ("ucf101", "ucf101"), "svm": ("esc50", "esc50")}  # protocol -> (benchmark, folder)
 
 
@@ -74,21 +75,25 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
             runs.append(_measure(*unit, log))
             _write(out, runs)
         return out / "report.md"
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
     done: dict[int, Run] = {}
     context = multiprocessing.get_context("spawn")  # no forked torch or CUDA state in the children
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_threads, initargs=(threads,)) as pool:
-        futures = {pool.submit(_measure, *unit, print): index for index, unit in enumerate(units)}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()  # a failed unit raises here, after the others were started
-            _write(out, [done[index] for index in sorted(done)])
+    # The children read their thread counts (torch, faiss's OpenMP, BLAS) from the environment they start with.
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, threads))
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_measure, *unit, print): index for index, unit in enumerate(units)}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()  # a failed unit raises here, after the others started
+                _write(out, [done[index] for index in sorted(done)])
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return out / "report.md"
-
-
-def _share_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _check(sets: list[str], variants: list[str], seeds: list[int], preset: str) -> None:

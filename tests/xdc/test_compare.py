@@ -65,9 +65,13 @@ def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoin
                        overrides=["cluster.k_video=8"])
 
 
-def test_runs_measured_in_parallel_are_reported_in_the_sequential_order(tmp_path):
+def test_runs_measured_in_parallel_are_reported_in_the_sequential_order(tmp_path, monkeypatch):
+    import os
+
     measured(tmp_path, seeds=(0, 1, 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
     run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0, 1, 2], jobs=3)
+    assert os.environ["OMP_NUM_THREADS"] == "7"  # the children's share of threads does not stay in the caller
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(r["encoder"], r["seed"]) for r in results] == [(e, s) for s in (0, 1, 2) for e in ("xdc", "random")]
     assert "| xdc | 3 | 0.710 ± 0.010 |" in (tmp_path / "out" / "report.md").read_text()
