@@ -59,16 +59,19 @@ def mlflow_server(tmp_path_factory) -> str:
         stop_mlflow(process)
 
 
-def start_mlflow(root: Path, port: int) -> tuple[str, subprocess.Popen]:
+def start_mlflow(root: Path, port: int, *, app_name: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     """`mlflow server` on 127.0.0.1:`port` with its SQLite store and artifacts under `root` (a restart on the same
-    root and port continues where it stopped); once healthy, its URI and process."""
+    root and port continues where it stopped), run from `root`, with `--app-name` and more environment if given;
+    once healthy, its URI and process."""
     mlflow = Path(sys.executable).with_name("mlflow")
+    app = ["--app-name", app_name] if app_name else []
     with open(root / "server.log", "a") as log:
         process = subprocess.Popen(
-            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *app,
              "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-            start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": "", **(env or {})},
+            cwd=root, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     _wait_healthy(uri, process, root / "server.log")
     return uri, process

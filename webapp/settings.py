@@ -240,4 +240,6 @@ LAB_MAX_WORKER_LOSSES = env_int("LAB_MAX_WORKER_LOSSES", 3, minimum=1)
 LAB_REQUEUE_BACKOFF_SECONDS = env_int("LAB_REQUEUE_BACKOFF_SECONDS", 30, minimum=0)
 # A queued job whose message the broker never took (it was down) is sent again after this long.
 LAB_RESEND_SECONDS = env_int("LAB_RESEND_SECONDS", 30, minimum=1)
+# Each worker mirrors the teams into MLflow's accounts this often (webapp.lab.mlflow_access), when MLflow has them.
+LAB_MLFLOW_SYNC_SECONDS = env_int("LAB_MLFLOW_SYNC_SECONDS", 300, minimum=10)
 # -- end of the Celery block ----------------------------------------------------------------------------------------

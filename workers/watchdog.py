@@ -1,6 +1,7 @@
 """Requeues jobs whose worker vanished: a thread in every worker's main process sweeps every
 `LAB_WATCHDOG_SECONDS` for running jobs without a heartbeat for `LAB_STALE_SECONDS`, and sends again queued jobs
-whose message the broker never took.
+whose message the broker never took; every `LAB_MLFLOW_SYNC_SECONDS` it also mirrors the teams into MLflow's accounts
+(webapp.lab.mlflow_access).
 
 It lives in the main process, not in a task, so a sweep still runs while every pool slot is busy with a long job;
 every worker sweeps, and `services.requeue_stale_jobs` is atomic per row, so sweeps never requeue a job twice.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
@@ -37,12 +39,33 @@ def sweep() -> list[int]:
     return requeued
 
 
+def sync_mlflow_accounts() -> None:
+    """Mirror the teams into MLflow's accounts (a membership change made while MLflow was away included)."""
+    from webapp.lab import mlflow_access
+
+    if not mlflow_access.enabled():
+        return
+    try:
+        _, failed = mlflow_access.sync_all()
+    finally:
+        connection.close()
+    for line in failed:
+        log.warning("MLflow account not brought up to date: %s", line)
+
+
 def _watch() -> None:
+    synced_at = 0.0
     while not _stop.wait(settings.LAB_WATCHDOG_SECONDS):
         try:
             sweep()
         except Exception:
             log.exception("stale-job sweep failed; retrying in %ss", settings.LAB_WATCHDOG_SECONDS)
+        if time.monotonic() - synced_at >= settings.LAB_MLFLOW_SYNC_SECONDS:
+            synced_at = time.monotonic()
+            try:
+                sync_mlflow_accounts()
+            except Exception:
+                log.exception("MLflow account sync failed; retrying in %ss", settings.LAB_MLFLOW_SYNC_SECONDS)
 
 
 @worker_ready.connect

@@ -18,6 +18,7 @@ urlpatterns = [
     path("datasets/", views.datasets, name="datasets"),
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset"),
     path("team/", views.switch_team, name="switch_team"),
+    path("mlflow/", views.mlflow_access, name="mlflow_access"),
     path("api/jobs", api.jobs, name="api_jobs"),
     path("api/jobs/<int:pk>", api.job_detail, name="api_job"),
     path("api/jobs/<int:pk>/cancel", api.job_cancel, name="api_job_cancel"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
@@ -198,3 +199,22 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = selectors.get_dataset(request.user, pk)
     jobs = selectors.visible_jobs(request.user).filter(dataset=dataset, team=dataset.team)[:100]
     return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": jobs})
+
+
+@require_http_methods(["GET", "POST"])
+def mlflow_access(request: HttpRequest) -> HttpResponse:
+    """The user's MLflow account: which teams' runs it reads, and a new password on request (shown once)."""
+    from webapp.lab import mlflow_access as access
+
+    context = {"enabled": access.enabled(), "ui_url": settings.MLFLOW_UI_URL, "password": None,
+               "teams": selectors.user_teams(request.user)}
+    status = 200
+    if request.method == "POST" and context["enabled"]:
+        try:
+            context["password"] = access.issue_password(request.user)
+        except services.LabError as exc:
+            messages.error(request, exc.errors["__all__"][0])
+            status = 503
+    response = render(request, "lab/mlflow_access.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # the password must not stay in a cache
+    return response
