@@ -150,7 +150,8 @@ def lab_worker(django_db_setup, lab_broker, mlflow_server, tmp_path_factory) -> 
     env = {**os.environ, "DATABASE_URL": _database_url(connections["default"].settings_dict),
            "CELERY_BROKER_URL": lab_broker, "MLFLOW_TRACKING_URI": mlflow_server, "LAB_RUNS_DIR": str(root / "runs"),
            "LAB_VAR_DIR": str(root / "var"), "XDC_CACHE": str(root / "xdc-cache"), "LAB_HEARTBEAT_SECONDS": "1",
-           "LAB_WATCHDOG_SECONDS": "3600", "CELERY": str(Path(sys.executable).with_name("celery"))}
+           "LAB_WATCHDOG_SECONDS": "3600", "CELERY": str(Path(sys.executable).with_name("celery")),
+           "LAB_DATA_ROOTS": str(tmp_path_factory.getbasetemp().resolve())}  # as the `lab` fixture's site has
     log_path = root / "worker.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(["bash", str(REPO / "deploy" / "worker.sh")], cwd=REPO,

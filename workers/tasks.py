@@ -13,3 +13,10 @@ def run_job(self, job_id: int) -> None:
     job = services.claim_job(job_id, worker=self.request.hostname, task_id=self.request.id)
     if job is not None:
         run_attempt(job)
+
+
+@shared_task(name="workers.tasks.list_dataset", acks_late=True, reject_on_worker_lost=True)
+def list_dataset(dataset_id: int) -> None:
+    """Read a registered dataset's folder and store its counts or why it cannot be read (a redelivery finds the
+    dataset listed already and does nothing)."""
+    services.list_dataset(dataset_id)

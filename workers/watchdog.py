@@ -25,17 +25,20 @@ _stop = threading.Event()
 
 
 def sweep() -> list[int]:
-    """Requeue the stale jobs once, and send again the queued jobs whose message never reached the broker; the
-    ids requeued."""
+    """Requeue the stale jobs once, and send again the queued jobs and dataset listings whose message never reached
+    the broker; the ids of the jobs requeued."""
     try:
         requeued = services.requeue_stale_jobs(timeout_s=settings.LAB_STALE_SECONDS)
         resent = services.resend_unsent(older_than_s=settings.LAB_RESEND_SECONDS)
+        relisted = services.resend_listings(older_than_s=settings.LAB_RESEND_SECONDS)
     finally:
         connection.close()  # hold no connection between sweeps (the pool forks children from this process)
     if requeued:
         log.warning("requeued jobs %s: no heartbeat for %s s", requeued, settings.LAB_STALE_SECONDS)
     if resent:
         log.warning("sent jobs %s again: the broker had not taken their messages", resent)
+    if relisted:
+        log.warning("sent the listings of datasets %s again: the broker had not taken their messages", relisted)
     return requeued
 
 

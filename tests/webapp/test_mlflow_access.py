@@ -41,6 +41,7 @@ def lab(accounts_server, settings, monkeypatch, django_user_model):
     settings.MLFLOW_TRACKING_URI = settings.MLFLOW_UI_URL = accounts_server
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")  # a loaded test machine is slow, not down
     slug = secrets.token_hex(3)  # the server outlives each test's database
     teams = {name: Team.objects.create(name=f"{name}-{slug}", slug=f"{name}-{slug}") for name in "ab"}
     users = {}

@@ -60,6 +60,25 @@ def test_a_submission_while_the_broker_is_down_is_202_and_is_sent_when_it_is_bac
     assert services.resend_unsent(older_than_s=0) == []  # sent once, not again
 
 
+def test_a_dataset_registered_while_the_broker_is_down_is_listed_once_it_is_back(team, broker, tmp_path):
+    from tests.conftest import _use_broker
+
+    user, group = team
+    app, url = broker
+    _use_broker(app, DOWN)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "clip.mp4").write_bytes(b"")
+    dataset = services.register_dataset(team=group, name="more", layout="folder", path=str(tmp_path / "more"),
+                                        user=user, background=True)
+    dataset.refresh_from_db()
+    assert dataset.status == "listing" and dataset.listing_sent_at is None  # recorded, nothing raised
+    assert services.resend_listings(older_than_s=0) == []  # still down
+    _use_broker(app, url)
+    assert services.resend_listings(older_than_s=0) == [dataset.pk]
+    assert messages(url) == 1
+    assert services.resend_listings(older_than_s=0) == []  # sent once, not again
+
+
 def test_a_retry_while_the_broker_is_down_is_sent_later(team, broker):
     from tests.conftest import _use_broker
 

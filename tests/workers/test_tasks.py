@@ -100,3 +100,18 @@ def test_it_never_runs_a_job_cancelled_while_queued(jobs, videos, settings):
     jobs.wait(marker, "succeeded")
     job.refresh_from_db()
     assert (job.status, job.attempt, job.mlflow_run_id) == ("cancelled", 0, "")
+
+
+def test_a_worker_lists_a_dataset_registered_on_the_site(jobs, videos):
+    import time
+
+    from webapp.lab.models import Dataset
+
+    dataset = services.register_dataset(team=jobs.team, name="listed-by-a-worker", layout="folder", path=str(videos),
+                                        user=jobs.user, background=True)
+    assert dataset.status == "listing"
+    deadline = time.monotonic() + 120
+    while dataset.status == "listing" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        dataset = Dataset.objects.get(pk=dataset.pk)
+    assert (dataset.status, dataset.files, dataset.classes) == ("ready", 8, 4), (dataset.error, jobs.lab.log_tail())

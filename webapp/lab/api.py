@@ -49,7 +49,8 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
 def dataset_json(dataset: Dataset) -> dict[str, Any]:
     return {"id": dataset.pk, "team": dataset.team.slug, "name": dataset.name, "layout": dataset.layout,
             "path": dataset.path, "files": dataset.files, "classes": dataset.classes, "labeled": dataset.labeled,
-            "benchmark": dataset.benchmark}
+            "benchmark": dataset.benchmark, "status": dataset.status, "error": dataset.error,
+            "listed_at": _iso(dataset.listed_at)}
 
 
 def _iso(value) -> str | None:
@@ -264,7 +265,8 @@ def datasets(request: HttpRequest) -> JsonResponse:
             return error(400, {"team": ["you are in no team of that name"]})
         dataset = services.register_dataset(team=team, name=str(body.get("name", "")),
                                             layout=str(body.get("layout", "")), path=str(body.get("path", "")),
-                                            user=request.api_user)
+                                            user=request.api_user, background=True)
     except services.LabError as exc:
         return error(400, exc.errors)
-    return JsonResponse(dataset_json(dataset), status=201)
+    # 202 while a worker lists it: GET /api/datasets says when it is ready (or why it failed).
+    return JsonResponse(dataset_json(dataset), status=201 if dataset.status == Dataset.Status.READY else 202)

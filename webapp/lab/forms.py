@@ -188,7 +188,7 @@ class PretrainForm(TeamFormMixin, MetaFields):
         from xdc.variants import VARIANTS
 
         self._init_team(user, team)
-        datasets = Dataset.objects.filter(team__memberships__user=user)
+        datasets = Dataset.objects.usable().filter(team__memberships__user=user)
         self.fields["dataset"].queryset = datasets
         self.fields["eval_datasets"].queryset = datasets
         self.fields["variant"].choices = [(name, name) for name in VARIANTS]
@@ -309,7 +309,7 @@ class EvaluateForm(TeamFormMixin, MetaFields):
     def __init__(self, *args, user, team: Team | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_team(user, team)
-        datasets = Dataset.objects.filter(team__memberships__user=user)
+        datasets = Dataset.objects.usable().filter(team__memberships__user=user)
         self.fields["dataset"].queryset = datasets
         self.fields["supervised_data"].queryset = datasets
         finished = Job.objects.filter(team__memberships__user=user, kind=Job.Kind.PRETRAIN,

@@ -59,8 +59,22 @@ class Membership(models.Model):
         return f"{self.user} in {self.team}"
 
 
+class DatasetQuerySet(models.QuerySet):
+    def usable(self) -> DatasetQuerySet:
+        """Datasets whose listing finished: the only ones a job may read."""
+        return self.filter(status=Dataset.Status.READY)
+
+
 class Dataset(models.Model):
-    """A folder of media registered for a team, read with one of xdc's layout readers when registered."""
+    """A folder of media registered for a team, read with one of xdc's layout readers: at once from the shell and
+    the tests, by a worker (status `listing` until then) when registered on the site or the API."""
+
+    class Status(models.TextChoices):
+        LISTING = "listing"
+        READY = "ready"
+        FAILED = "failed"
+
+    objects = DatasetQuerySet.as_manager()
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
@@ -71,6 +85,10 @@ class Dataset(models.Model):
     labeled = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True)  # why the listing failed
+    listing_sent_at = models.DateTimeField(null=True, blank=True)  # when the broker took the listing's message
+    listed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

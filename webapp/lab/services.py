@@ -204,6 +204,9 @@ def _check_links(team: Team, kind: str, *, dataset: Dataset | None, parent: Job 
     an evaluation has one (the leaderboard files an evaluation under its parent's row)."""
     if dataset is not None and dataset.team_id != team.pk:
         raise LabError({"dataset": [f"dataset {dataset.pk} is not in team {team.slug}"]})
+    if dataset is not None and dataset.status != Dataset.Status.READY:
+        state = "is still being listed" if dataset.status == Dataset.Status.LISTING else f"failed: {dataset.error}"
+        raise LabError({"dataset": [f"dataset {dataset.name} {state}"[:500]]})
     if parent is None:
         return
     if parent.team_id != team.pk:
@@ -290,7 +293,7 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
 
 
 def _team_dataset(team: Team, path: str) -> Dataset | None:
-    return Dataset.objects.filter(team=team, path=_resolved(path)).first() if path else None
+    return Dataset.objects.usable().filter(team=team, path=_resolved(path)).first() if path else None
 
 
 def _checkpoint_source(team: Team, checkpoint: str, where: str) -> Job | None:
@@ -371,7 +374,7 @@ def check_evaluations(specs: list[Any], team: Team) -> list[dict[str, Any]]:
     checked = []
     for index, raw in enumerate(specs):
         spec = EvaluationSpec.from_dict(raw, where=f"evaluations[{index}]")
-        dataset = Dataset.objects.filter(team=team, pk=spec.dataset).first()
+        dataset = Dataset.objects.usable().filter(team=team, pk=spec.dataset).first()
         if dataset is None:
             raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.dataset} in this team"]})
         try:
@@ -652,12 +655,14 @@ def _mark_run_failed(run_id: str, reason: str) -> None:
 # -- datasets ----------------------------------------------------------------------------------------------------
 
 
-def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None) -> Dataset:
-    """Read the folder with xdc's layout reader (every split of every fold) and store its file and class counts;
-    LabError naming the field at fault when the name is taken or not storable, the layout unknown or the folder
-    unreadable as that layout."""
-    from xdc.data.layouts import LAYOUTS, read_every_split
+def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None, background: bool = False) -> Dataset:
+    """Register a folder for the team: check the name, the layout and that the folder is an existing one under the
+    team's data roots, then read it with xdc's layout reader (every split of every fold) and store its file and
+    class counts. LabError naming the field at fault when any of that fails, and nothing is stored.
 
+    With `background` (the site and the API) and a broker (LAB_ENQUEUE=celery), the reading is a worker's: the row is
+    stored at once as `listing` and becomes `ready` with its counts, or `failed` with the reader's reason
+    (`list_dataset`); only ready datasets are offered to jobs. A listing of a large tree then never holds a request."""
     name = name.strip() if isinstance(name, str) else ""
     if not name:
         raise LabError({"name": ["a dataset needs a name"]})
@@ -665,6 +670,26 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
     _check_text("path", path if isinstance(path, str) else "", Dataset._meta.get_field("path").max_length)
     if Dataset.objects.filter(team=team, name=name).exists():
         raise LabError({"name": [f"the team already has a dataset named {name!r}"]})
+    folder = _registrable_folder(team, layout, path)
+    later = background and settings.LAB_ENQUEUE != "none"
+    counts = {} if later else _listing_counts(layout, folder)
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(team=team, name=name, layout=layout, path=str(folder), created_by=user,
+                                             status=Dataset.Status.LISTING if later else Dataset.Status.READY,
+                                             listed_at=None if later else timezone.now(), **counts)
+    except IntegrityError:  # registered by someone else between the check above and now
+        raise LabError({"name": [f"the team already has a dataset named {name!r}"]}) from None
+    if later:
+        transaction.on_commit(lambda: enqueue_listing(dataset))
+    return dataset
+
+
+def _registrable_folder(team: Team, layout: str, path: str) -> Path:
+    """The resolved folder of a registration, after the cheap checks: a known layout, an absolute path to an existing
+    folder under the team's data roots."""
+    from xdc.data.layouts import LAYOUTS
+
     if layout not in LAYOUTS:
         raise LabError({"layout": [f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}"]})
     folder = Path(path or "").expanduser()
@@ -673,17 +698,55 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
     _check_data_root(team, folder.resolve())
     if not folder.is_dir():
         raise LabError({"path": [f"{path!r:.200} is not an existing folder on the lab's machines"]})
+    return folder.resolve()
+
+
+def _listing_counts(layout: str, folder: Path) -> dict[str, Any]:
+    from xdc.data.layouts import read_every_split
+
     try:
         listing = read_every_split(layout, folder)
     except DataError as exc:
         raise LabError({"path": [str(exc)]}) from None
+    return {"files": len(listing.samples), "classes": len(listing.classes), "labeled": listing.labeled}
+
+
+def enqueue_listing(dataset: Dataset) -> bool:
+    """Send a dataset's listing to a worker (queue cpu, ahead of jobs); whether the broker took it. A broker that is
+    down is logged, and `resend_listings` sends it again."""
+    from workers.tasks import list_dataset  # the workers package imports this module; import late to avoid a cycle
+
     try:
-        with transaction.atomic():
-            return Dataset.objects.create(team=team, name=name, layout=layout, path=str(folder.resolve()),
-                                          files=len(listing.samples), classes=len(listing.classes),
-                                          labeled=listing.labeled, created_by=user)
-    except IntegrityError:  # registered by someone else between the check above and now
-        raise LabError({"name": [f"the team already has a dataset named {name!r}"]}) from None
+        list_dataset.apply_async(args=[dataset.pk], queue=Job.Resource.CPU, priority=9, retry=False)
+    except Exception:
+        log.warning("dataset %s: the broker did not take its listing; it is re-sent later", dataset.pk, exc_info=True)
+        return False
+    Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.LISTING).update(listing_sent_at=timezone.now())
+    return True
+
+
+def list_dataset(dataset_id: int) -> Dataset | None:
+    """Read a `listing` dataset's folder (what a worker does): `ready` with its counts, or `failed` with the reason.
+    Reading twice (a message sent again) gives the same row; a dataset no longer listing is left as it is."""
+    dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.LISTING).select_related("team").first()
+    if dataset is None:
+        return None
+    try:
+        folder = _registrable_folder(dataset.team, dataset.layout, dataset.path)  # the tree may have changed since
+        changes = {**_listing_counts(dataset.layout, folder), "status": Dataset.Status.READY, "error": ""}
+    except LabError as exc:
+        changes = {"status": Dataset.Status.FAILED, "error": " ".join(sum(exc.errors.values(), []))[:5000]}
+    Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.LISTING).update(listed_at=timezone.now(), **changes)
+    dataset.refresh_from_db()
+    return dataset
+
+
+def resend_listings(older_than_s: float = 30.0) -> list[int]:
+    """Send again the listings whose message never reached the broker (it was down at registration) and that have
+    waited `older_than_s`; the dataset ids sent. A second message is harmless: the first to finish lists it."""
+    waiting = Dataset.objects.filter(status=Dataset.Status.LISTING, listing_sent_at__isnull=True,
+                                     created_at__lt=timezone.now() - timedelta(seconds=older_than_s))
+    return [dataset.pk for dataset in waiting if enqueue_listing(dataset)]
 
 
 def _check_data_root(team: Team, folder: Path) -> None:

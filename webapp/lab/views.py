@@ -184,11 +184,16 @@ def datasets(request: HttpRequest) -> HttpResponse:
         try:
             dataset = services.register_dataset(team=form.cleaned_data["team"], name=form.cleaned_data["name"],
                                                 layout=form.cleaned_data["layout"], path=form.cleaned_data["path"],
-                                                user=request.user)
+                                                user=request.user, background=True)
         except services.LabError as exc:
             add_lab_error(form, exc)
         else:
-            messages.success(request, f"registered {dataset.name}: {dataset.files} files, {dataset.classes} classes")
+            if dataset.status == dataset.Status.READY:
+                messages.success(request, f"registered {dataset.name}: {dataset.files} files, {dataset.classes} "
+                                          "classes")
+            else:
+                messages.success(request, f"registered {dataset.name}; a worker is listing its files (this page "
+                                          "shows when it is ready)")
             return redirect("lab:datasets")
     return render(request, "lab/datasets.html", {"form": form, "datasets": selectors.visible_datasets(request.user)},
                   status=400 if form.errors else 200)
