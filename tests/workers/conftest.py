@@ -3,12 +3,16 @@ the shared test database are `lab_worker`/`lab` in tests/conftest.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.conftest import REPO, _database_url, _wait_until, stop_process_group
 from xdc.config import load_config
 from xdc.data.synthetic import make_synthetic
 
@@ -102,3 +106,58 @@ class Jobs:
             time.sleep(0.3)
         pytest.fail(f"job #{job.pk} is {job.status} ({job.stage!r}, error {job.error!r}) after {timeout:.0f} s, "
                     f"not {'/'.join(statuses)}\n--- worker log ---\n{self.lab.log_tail()}")
+
+
+# -- workers of a test's own, on the broker URL its module's `broker` fixture gives -------------------------------
+
+
+@pytest.fixture
+def start_worker(broker, mlflow_server, transactional_db, settings, tmp_path, tmp_path_factory):
+    """start(name) -> (process, log): a real worker (`deploy/worker.sh`) on `broker`, sharing the test database and
+    `mlflow_server`; every one started is stopped after the test."""
+    from django.db import connections
+
+    settings.LAB_RUNS_DIR = tmp_path / "runs"
+    settings.LAB_DATA_ROOTS = [tmp_path_factory.getbasetemp().resolve()]
+    settings.MLFLOW_TRACKING_URI = mlflow_server
+    started = []
+
+    def start(name: str) -> tuple[subprocess.Popen, Path]:
+        env = {**os.environ, "DATABASE_URL": _database_url(connections["default"].settings_dict),
+               "CELERY_BROKER_URL": broker, "MLFLOW_TRACKING_URI": mlflow_server,
+               "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_VAR_DIR": str(tmp_path / "var"),
+               "XDC_CACHE": str(tmp_path / "cache"), "LAB_HEARTBEAT_SECONDS": "1", "LAB_WATCHDOG_SECONDS": "3600",
+               "CELERY": str(Path(sys.executable).with_name("celery")),
+               "LAB_DATA_ROOTS": str(tmp_path_factory.getbasetemp().resolve())}
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as handle:
+            process = subprocess.Popen(["bash", str(REPO / "deploy" / "worker.sh"), "-n", f"{name}@%h"], cwd=REPO,
+                                       env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(process)
+        _wait_until(lambda: " ready." in log.read_text() or process.poll() is not None, name)
+        return process, log
+
+    yield start
+    for process in started:
+        stop_process_group(process)
+
+
+class Logs:
+    """What `Jobs.wait` shows when a job does not reach its state: these workers' logs."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(log.read_text(errors="replace")[-chars:] for log in sorted(self.folder.glob("*.log")))
+
+
+@pytest.fixture
+def own_jobs(start_worker, django_user_model, tmp_path):
+    """Jobs of a team of their own for the workers `start_worker` starts (on the test module's `broker`)."""
+    from webapp.lab.models import Membership, Team
+
+    user = django_user_model.objects.create_user("ida")
+    team = Team.objects.create(name="Restarts", slug="restarts")
+    Membership.objects.create(user=user, team=team)
+    return Jobs(Logs(tmp_path), (user, team))
