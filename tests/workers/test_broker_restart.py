@@ -1,6 +1,6 @@
 """Redis with an append-only file, killed (SIGKILL) and restarted on the same folder, loses no job and runs none
 twice: a queued job's message survives the kill, and a job running through a broker outage finishes once, in one
-MLflow run. A private redis-server and real workers (`deploy/worker.sh`) of their own."""
+MLflow run, whether the outage cut its consumer or only the acknowledgement of its message. A private redis-server and real workers (`deploy/worker.sh`) of their own."""
 
 from __future__ import annotations
 
@@ -94,10 +94,13 @@ def test_a_job_running_through_a_broker_outage_finishes_once_in_one_run(aof_redi
     aof_redis.start()
 
     job = own_jobs.wait(job, "succeeded", timeout=400)
-    assert "Connection to broker lost" in log.read_text()  # the outage did reach the worker
+    # The outage reached the worker: its consumer lost the connection, or the job ended while Redis was down and
+    # its message could not be acknowledged (it stays in Redis and, handed out again, finds nothing to claim).
+    text = log.read_text()
+    assert "Connection to broker lost" in text or "Couldn't ack" in text, text[-3000:]
     assert job.attempt == 1 and job.worker_losses == 0
     runs = MlflowClient(mlflow_server).search_runs([job.mlflow_experiment_id], f"tags.job_id = '{job.pk}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    time.sleep(3)  # a message the worker had not acknowledged comes back after the reconnection ...
+    time.sleep(3)
     job.refresh_from_db()
-    assert (job.status, job.attempt) == ("succeeded", 1)  # ... and finds nothing to claim
+    assert (job.status, job.attempt) == ("succeeded", 1)
