@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages the lab needs beyond Python: the real-material datasets' synthesisers (espeak-ng, fluidsynth
-# and its General MIDI sound font), Redis for the broker and Chromium for the browser test. Installs what is
+# and its General MIDI sound font), Redis for the broker, Chromium for the browser test, and slurm-wlm with munge for
+# the two-node SLURM cluster the multi-node tests start on loopback (tests/slurm.py). Installs what is
 # missing with apt-get (as root, or through sudo); prints the command and fails where it cannot.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ need fluidsynth command -v fluidsynth
 need fluid-soundfont-gm test -f /usr/share/sounds/sf2/FluidR3_GM.sf2
 need redis-server command -v redis-server
 need chromium test -x /usr/bin/chromium
+need slurm-wlm test -x /usr/sbin/slurmctld
+need munge test -x /usr/sbin/munged
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}"
