@@ -1,5 +1,6 @@
 """The loopback SLURM cluster that the multi-node tests run on is a real one: two nodes, one task on each, a batch
-job's steps placed on both, and a time-limit warning signal delivered to the batch script."""
+job's steps placed on both, and a signal sent through SLURM delivered to the batch script (the way `--signal`
+warnings before a time limit or preemption arrive)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def test_srun_places_one_task_on_each_node(slurm_cluster):
     assert sorted(result.stdout.split("\n")[:2]) == ["n1 0", "n2 1"], slurm_cluster.logs()
 
 
-def test_a_batch_job_runs_on_both_nodes_and_gets_its_warning_signal(slurm_cluster, tmp_path):
+def test_a_batch_job_runs_on_both_nodes_and_its_script_gets_a_signal_through_slurm(slurm_cluster, tmp_path):
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\n"
                       "trap 'echo warned; exit 0' USR1\n"
