@@ -37,15 +37,18 @@ def enabled() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_USERNAME")) and settings.MLFLOW_TRACKING_URI.startswith("http")
 
 
-def sync_user(user) -> list[str]:
+def sync_user(user, experiments: dict[str, str] | None = None) -> list[str]:
     """Give `user`'s MLflow account READ on their teams' experiments (created if none yet) and nothing on any other
-    team's; the names of the experiments they may read. LabError when MLflow refuses or cannot be reached."""
+    team's; the names of the experiments they may read. `experiments` (name -> id, every team's) is looked up here
+    unless the caller has it. LabError when MLflow refuses or cannot be reached."""
     auth, client = _clients()
     try:
         _ensure_account(auth, user.username)
         mine = {team.mlflow_experiment for team in Team.objects.filter(members=user)} if user.is_active else set()
+        if experiments is None or not mine <= experiments.keys():
+            experiments = _team_experiments(client, create=mine)
         readable = []
-        for name, experiment_id in _team_experiments(client, create=mine).items():
+        for name, experiment_id in experiments.items():
             current = auth.get_user_permission(user.username, EXPERIMENT, experiment_id).permission
             if name in mine:
                 if current != READ:
@@ -93,10 +96,15 @@ def claim_experiment(team: Team) -> str:
 
 def sync_all() -> tuple[int, list[str]]:
     """Mirror every lab user; the number brought up to date and one line per user that could not be."""
+    try:  # every team's experiment, looked up once for all users (made for teams that have members)
+        manned = {team.mlflow_experiment for team in Team.objects.filter(members__isnull=False)}
+        experiments = _team_experiments(_clients()[1], create=manned)
+    except Exception as exc:
+        return 0, [f"MLflow at {settings.MLFLOW_TRACKING_URI} could not be read: {_reason(exc)}"]
     done, failed = 0, []
     for user in get_user_model().objects.order_by("pk"):
         try:
-            sync_user(user)
+            sync_user(user, experiments)
             done += 1
         except LabError as exc:
             failed.append(f"{user.username}: {exc}")
