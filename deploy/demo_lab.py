@@ -61,8 +61,8 @@ def submit() -> None:
     evaluations = [{"dataset": datasets[name].pk, "protocol": protocol, "split": split, "preset": EVAL_PRESET}
                    for name, protocol, split in EVALUATIONS]
     user = get_user_model().objects.get(username=USER)
-    [job] = services.submit_jobs(user, team, Job.Kind.PRETRAIN, [config], dataset=training,
-                                 evaluations=evaluations, resource="cpu", gpus=0, name="demo: XDC, small preset")
+    [job] = services.submit_jobs(user, team, Job.Kind.PRETRAIN, [config], dataset=training, evaluations=evaluations,
+                                 resources={"resource": "cpu"}, name="demo: XDC, small preset")
     # The leaderboard's baseline row: random init of the same architecture (the small protocols give it the small
     # preset's input layers) under the same protocols, queued after the pretraining (a larger number runs later).
     for name, protocol, split in EVALUATIONS:
@@ -70,8 +70,8 @@ def submit() -> None:
         baseline = {"checkpoint": "random", "benchmark": dataset.benchmark, "data": dataset.path,
                     "protocol": protocol, "split": split, "preset": EVAL_PRESET,
                     "width": config["model"]["video_width"]}
-        services.submit_jobs(user, team, Job.Kind.EVALUATE, [baseline], dataset=dataset, resource="cpu", gpus=0,
-                             priority=6, name=BASELINE_NAME)
+        services.submit_jobs(user, team, Job.Kind.EVALUATE, [baseline], dataset=dataset,
+                             resources={"resource": "cpu"}, priority=6, name=BASELINE_NAME)
     print(job.pk)
 
 

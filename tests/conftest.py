@@ -177,6 +177,23 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait()
 
 
+def running_in(folder: Path) -> list[int]:
+    """The live processes whose command line names the attempt folder: the agent, the ranks and what they forked
+    (a zombie has ended: only its parent's wait is missing)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(folder).encode() in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def _database_url(db: dict) -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"

@@ -235,6 +235,10 @@ if LAB_HEARTBEAT_SECONDS * 2 > LAB_STALE_SECONDS:  # else a live job misses its 
     raise ImproperlyConfigured(f"LAB_HEARTBEAT_SECONDS ({LAB_HEARTBEAT_SECONDS}) must be at most half of "
                                f"LAB_STALE_SECONDS ({LAB_STALE_SECONDS})")
 LAB_WATCHDOG_SECONDS = env_int("LAB_WATCHDOG_SECONDS", 60, minimum=1)  # each worker sweeps for stale jobs this often
+# A trainer asked to stop (cancel, worker shutdown) that has not checkpointed and ended after this long is killed.
+LAB_STOP_GRACE_SECONDS = env_int("LAB_STOP_GRACE_SECONDS", 600, minimum=1)
+# The most GPUs one worker host holds: a job asking for more GPUs per node is refused at submission.
+LAB_GPUS_PER_HOST = env_int("LAB_GPUS_PER_HOST", 8, minimum=1)
 # A job whose worker vanished this many times in a row fails; each requeue before waits twice as long as the last.
 LAB_MAX_WORKER_LOSSES = env_int("LAB_MAX_WORKER_LOSSES", 3, minimum=1)
 LAB_REQUEUE_BACKOFF_SECONDS = env_int("LAB_REQUEUE_BACKOFF_SECONDS", 30, minimum=0)

@@ -1,31 +1,41 @@
-"""One attempt at a claimed job, inside a worker: build the job's config and tracker, call xdc, record the outcome.
+"""One attempt at a claimed job: the worker supervises the trainer, which runs in processes of its own.
 
-The job row hears from the attempt three ways: `services.set_run` as soon as the MLflow run exists, a heartbeat
-(progress, ETA, stage) at most every PROGRESS_SECONDS from xdc's progress callback and at least every
-`settings.LAB_HEARTBEAT_SECONDS` from a thread of its own (so a long clustering step never looks like a dead
-worker), and one final call: finish_job, fail_job or mark_cancelled. A heartbeat answers whether to stop (a cancel
-was requested, or the row was requeued to another attempt); xdc sees that through `should_stop`, checkpoints and
-returns.
+The attempt is started by the launcher the job's resources name (xdc.launch: one process, or torchrun's ranks, in
+their own process group, dying with this worker) on a folder `<job out_dir>/attempts/<n>/` holding the spec; it
+reports through that folder's `events.jsonl` (xdc.attempt says why a file). The supervisor polls the file and the
+processes and turns them into what the job row hears: `services.set_run` as soon as the MLflow run exists, a
+heartbeat (progress, ETA, stage) at most every PROGRESS_SECONDS and at least every `settings.LAB_HEARTBEAT_SECONDS`
+from a thread of its own (so a long clustering step never looks like a dead worker), the trainer's own output in the
+log tail, and one final call: finish_job, fail_job or mark_cancelled. A heartbeat answers whether to stop (a cancel
+was requested, or the row was requeued to another attempt), as does a shutdown of the worker: the supervisor asks
+the trainer to checkpoint and stop (SIGTERM to its process group) and kills it if it has not ended after
+`settings.LAB_STOP_GRACE_SECONDS`. A trainer that crashes (a segfault, the OOM killer) fails the attempt with its
+last output lines as the reason, and the worker lives on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from webapp.lab import services
+from xdc.attempt import OUTPUT_FILE, AttemptSpec, EventReader, last_lines
+from xdc.launch import LAUNCHERS, Resources
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 2.0
+POLL_SECONDS = 0.5
+OUTPUT_SECONDS = 5.0  # the trainer's output reaches the log tail this often
 # Set when the worker is asked to shut down (SIGTERM of a deploy restart, Ctrl-C): the running job checkpoints,
 # stops and goes back to the queue at once, instead of holding the restart until it ends.
 SHUTTING_DOWN = threading.Event()
@@ -34,51 +44,29 @@ SHUTTING_DOWN = threading.Event()
 def run_attempt(job) -> None:
     """Run a job that `services.claim_job` handed to this worker, and leave its row in a final state, unless the
     row was taken from this attempt meanwhile (requeued as stale): then the new attempt owns it."""
-    with team_cache(job.team.slug):
-        _run(job)
-
-
-@contextlib.contextmanager
-def team_cache(slug: str):
-    """xdc's cache (media index, trained baselines) of the job's team: `$XDC_CACHE/<team slug>`, so no team's job
-    reads what another team's left there. One job runs at a time in a worker process, so the variable is its own."""
-    from xdc.data.index import default_cache_dir
-
-    base = os.environ.get("XDC_CACHE")
-    os.environ["XDC_CACHE"] = str(default_cache_dir() / "teams" / slug)
-    try:
-        yield
-    finally:
-        if base is None:
-            os.environ.pop("XDC_CACHE", None)
-        else:
-            os.environ["XDC_CACHE"] = base
-
-
-def _run(job) -> None:
     services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}\n")
-    tracker = JobTracker(job.id, _mlflow_tracker(job))
     heartbeat = Heartbeat(job.id, worker=job.worker, interval=settings.LAB_HEARTBEAT_SECONDS)
     heartbeat.start()
     try:
-        record, stopped = KINDS[job.kind](job, tracker, heartbeat)
-    except Exception as exc:  # anything xdc or the data threw: the job fails, the worker lives on
-        reason = one_line(exc)
-        log.exception("job %s failed: %s", job.id, reason)
-        tracker.close_failed(job, reason)
-        services.fail_job(job.id, error=reason, owner=_owner(job))
-        return
+        outcome = Supervisor(job, heartbeat).run()
+    except Exception as exc:  # the attempt could not start (its folder unwritable, no launcher of that name here)
+        log.exception("job %s: the attempt did not start", job.id)
+        outcome = Outcome(error=one_line(exc))
     finally:
         heartbeat.stop()
-    if not services.still_owned(job.id, _owner(job)):
+    if outcome.error:
+        log.error("job %s failed: %s", job.id, outcome.error)
+        close_failed_run(job, outcome.run_id, outcome.error)
+        services.fail_job(job.id, error=outcome.error, owner=_owner(job))
+    elif not services.still_owned(job.id, _owner(job)):
         log.warning("job %s attempt %s lost its row to another attempt; recording nothing", job.id, job.attempt)
-    elif stopped and SHUTTING_DOWN.is_set() and not heartbeat.cancel_seen:
+    elif outcome.stopped and SHUTTING_DOWN.is_set() and not heartbeat.cancel_seen:
         services.append_log(job.id, f"[worker] {job.worker} is shutting down: checkpointed, back in the queue\n")
         services.requeue_job(job.id, owner=_owner(job), reason="worker shutting down")
-    elif stopped:
+    elif outcome.stopped:
         services.mark_cancelled(job.id, owner=_owner(job))
     else:
-        services.finish_job(job.id, record=record or None, owner=_owner(job))
+        services.finish_job(job.id, record=outcome.record or None, owner=_owner(job))
 
 
 def _owner(job) -> dict:
@@ -87,28 +75,114 @@ def _owner(job) -> dict:
     return {"worker": job.worker, "attempt": job.attempt}
 
 
-def _pretrain(job, tracker, heartbeat) -> tuple[dict | None, bool]:
-    from xdc.config import PretrainConfig
-    from xdc.train import pretrain
-
-    result = pretrain(PretrainConfig.from_dict(job.config), tracker, out_dir=job.out_dir,
-                      on_progress=heartbeat.on_progress, should_stop=heartbeat.stop_requested)
-    if result.resumed_from:
-        where = result.resumed_from
-        services.append_log(job.id, f"[worker] attempt {job.attempt} resumed from the checkpoint at round "
-                                    f"{where['round']}, epoch {where['epoch']}, step {where['global_step']}\n")
-    return None, result.stopped
+@dataclass
+class Outcome:
+    stopped: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # non-empty: the attempt failed, and this is why
+    run_id: str = ""  # the MLflow run this attempt's trainer reported ('' if it never started one)
 
 
-def _evaluate(job, tracker, heartbeat) -> tuple[dict | None, bool]:
-    from xdc.evaluation import EvalConfig, evaluate
+class Supervisor:
+    """Starts the job's attempt and follows it to its end."""
 
-    result = evaluate(EvalConfig.from_dict(job.config), tracker, out_dir=job.out_dir,
-                      on_progress=heartbeat.on_progress, should_stop=heartbeat.stop_requested)
-    return result.record, result.stopped
+    def __init__(self, job, heartbeat: Heartbeat):
+        self.job = job
+        self.heartbeat = heartbeat
+        self.folder = attempt_folder(job)
+        self.outcome = Outcome()
+        self.ending: dict[str, Any] | None = None
+        self._output_at = 0.0
+        self._output_offset = 0
+
+    def run(self) -> Outcome:
+        resources = Resources.from_dict(self.job.resources)
+        AttemptSpec(kind=self.job.kind, config=self.job.config, out_dir=self.job.out_dir,
+                    tracking_uri=settings.MLFLOW_TRACKING_URI, tags=job_tags(self.job)).write(self.folder)
+        launch = LAUNCHERS[resources.launcher](self.folder, resources, env=attempt_env(self.job))
+        services.append_log(self.job.id, f"[worker] trainer started: {launch.description}\n")
+        reader = EventReader(self.folder)
+        stop_sent = None
+        while True:
+            status = launch.poll()
+            for event in reader.new_events():
+                self._take(event)
+            self._forward_output(force=status is not None)
+            if status is not None:
+                break
+            if stop_sent is None and self.heartbeat.stop_requested():
+                stop_sent = time.monotonic()
+                launch.stop()
+                services.append_log(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
+            elif stop_sent is not None and time.monotonic() - stop_sent > settings.LAB_STOP_GRACE_SECONDS:
+                services.append_log(self.job.id, f"[worker] the trainer did not stop within "
+                                                 f"{settings.LAB_STOP_GRACE_SECONDS} s: killed\n")
+                launch.kill()
+            time.sleep(POLL_SECONDS)
+        return self._conclude(status)
+
+    def _take(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "progress":
+            self.heartbeat.on_progress(float(event.get("progress") or 0.0), event.get("eta"),
+                                       str(event.get("stage") or ""))
+        elif kind == "run":
+            self.outcome.run_id = str(event["run_id"])
+            services.set_run(self.job.id, run_id=self.outcome.run_id, experiment_id=str(event["experiment_id"]))
+        elif kind == "resumed":
+            services.append_log(self.job.id, f"[worker] attempt {self.job.attempt} resumed from the checkpoint at "
+                                             f"round {event.get('round')}, epoch {event.get('epoch')}, step "
+                                             f"{event.get('global_step')}\n")
+        elif kind in ("done", "failed"):
+            self.ending = event
+
+    def _forward_output(self, *, force: bool) -> None:
+        """The trainer's new output lines into the job's log tail, every OUTPUT_SECONDS (one UPDATE each)."""
+        if not force and time.monotonic() - self._output_at < OUTPUT_SECONDS:
+            return
+        self._output_at = time.monotonic()
+        limit = settings.LAB_LOG_TAIL_CHARS
+        try:
+            with open(self.folder / OUTPUT_FILE, "rb") as output:
+                size = output.seek(0, os.SEEK_END)
+                output.seek(max(self._output_offset, size - limit))
+                chunk = output.read(size - output.tell())
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1 if not force else len(chunk)
+        self._output_offset = size - len(chunk) + end
+        services.append_log(self.job.id, chunk[:end].decode("utf-8", "replace"))
+
+    def _conclude(self, status: int) -> Outcome:
+        if self.ending is not None and self.ending["event"] == "done":
+            self.outcome.stopped = bool(self.ending.get("stopped"))
+            self.outcome.record = self.ending.get("record") or {}
+        elif self.ending is not None:
+            self.outcome.error = str(self.ending.get("error") or "the trainer failed")[:2000]
+        else:
+            tail = last_lines(self.folder / OUTPUT_FILE, lines=6)
+            self.outcome.error = f"the trainer {exit_text(status)} before reporting an outcome" + (
+                f"; its last output: {tail}" if tail else "")
+        return self.outcome
 
 
-KINDS: dict[str, Callable[..., tuple[dict | None, bool]]] = {"pretrain": _pretrain, "evaluate": _evaluate}
+def attempt_folder(job) -> Path:
+    return Path(job.out_dir) / "attempts" / str(job.attempt)
+
+
+def attempt_env(job) -> dict[str, str]:
+    """The trainer's environment: the worker's (CUDA_VISIBLE_DEVICES, MLflow credentials), with xdc's cache that of
+    the job's team (`$XDC_CACHE/teams/<slug>`), so no team's job reads what another team's left there."""
+    from xdc.data.index import default_cache_dir
+
+    return {**os.environ, "XDC_CACHE": str(default_cache_dir() / "teams" / job.team.slug)}
+
+
+def exit_text(status: int) -> str:
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
+        return f"was killed by {name}" + (" (out of memory?)" if -status == signal.SIGKILL else "")
+    return f"exited with status {status}"
 
 
 def job_tags(job) -> dict[str, str]:
@@ -120,12 +194,6 @@ def job_tags(job) -> dict[str, str]:
     return tags
 
 
-def _mlflow_tracker(job):
-    from xdc.tracking import MLflowTracker
-
-    return MLflowTracker(settings.MLFLOW_TRACKING_URI, tags=job_tags(job))
-
-
 def one_line(exc: BaseException) -> str:
     """xdc's own errors are written for users; anything else keeps its type, which is most of what it says."""
     from xdc.errors import XDCError
@@ -134,41 +202,26 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-class JobTracker:
-    """xdc's tracker, plus: the job row learns the run id the moment the run exists, and a job that fails before
-    or outside xdc's own error handling still ends with an MLflow run marked FAILED with the reason."""
+def close_failed_run(job, run_id: str, reason: str) -> None:
+    """The job's MLflow run ends FAILED with the reason: the trainer's own when it failed knowingly; else (it
+    crashed, or failed before its run existed, e.g. on data that went bad after submission) the run it left RUNNING,
+    or a new one continuing the job's, is marked here."""
+    from xdc.tracking import MLflowTracker
 
-    def __init__(self, job_id: int, inner):
-        self.job_id = job_id
-        self.inner = inner
-        self.status = ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def start(self, *, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]) -> str:
-        run_id = self.inner.start(experiment=experiment, run_name=run_name, run_id=run_id, tags=tags)
-        self.status = "RUNNING"
-        experiment_id = self.inner.client.get_run(run_id).info.experiment_id
-        services.set_run(self.job_id, run_id=run_id, experiment_id=experiment_id)
-        return run_id
-
-    def finish(self, status: str, *, error: str = "") -> None:
-        self.inner.finish(status, error=error)
-        self.status = status
-
-    def close_failed(self, job, reason: str) -> None:
-        """Mark this attempt's run FAILED: start one (continuing the job's run, if it has one) when xdc failed
-        before starting its own, e.g. on data that went bad between submission and run."""
-        if self.status not in ("", "RUNNING"):
+    if not settings.MLFLOW_TRACKING_URI:
+        return
+    tracker = MLflowTracker(settings.MLFLOW_TRACKING_URI, tags=job_tags(job))
+    try:
+        if run_id and tracker.client.get_run(run_id).info.status != "RUNNING":
             return
-        try:
-            if not self.status:
-                self.start(experiment=job.config.get("experiment") or "Default", run_id=job.mlflow_run_id or None,
-                           run_name=job.config.get("run_name") or job.name, tags={"kind": job.kind})
-            self.finish("FAILED", error=reason)
-        except Exception:  # the row still records the failure; a tracking outage must not hide it
-            log.exception("job %s: could not mark its MLflow run FAILED", self.job_id)
+        run_id = tracker.start(experiment=job.config.get("experiment") or "Default",
+                               run_id=run_id or job.mlflow_run_id or None,
+                               run_name=job.config.get("run_name") or job.name, tags={"kind": job.kind})
+        if not job.mlflow_run_id:
+            services.set_run(job.id, run_id=run_id, experiment_id=tracker.client.get_run(run_id).info.experiment_id)
+        tracker.finish("FAILED", error=reason)
+    except Exception:  # the row still records the failure; a tracking outage must not hide it
+        log.exception("job %s: could not mark its MLflow run FAILED", job.id)
 
 
 class Heartbeat:

@@ -178,7 +178,7 @@ SUBMISSIONS = [
     ("resource-tpu", lambda w: raw({"config": tiny(w), "resource": "tpu"}), "resource"),
     ("gpus-negative", lambda w: raw({"config": tiny(w), "gpus": -1}), "gpus"),
     ("gpus-65", lambda w: raw({"config": tiny(w), "gpus": 65}), "gpus"),
-    ("gpus-text", lambda w: raw({"config": tiny(w), "gpus": "1"}), "gpus"),
+    ("gpus-text", lambda w: raw({"config": tiny(w), "gpus": "two"}), "gpus"),
     ("gpu-job-without-gpus", lambda w: raw({"config": tiny(w), "resource": "gpu", "gpus": 0}), "gpus"),
     ("name-too-long", lambda w: raw({"config": tiny(w), "name": "n" * 201}), "name"),
     ("name-nul", lambda w: raw({"config": tiny(w), "name": f"a{NUL}b"}), "name"),

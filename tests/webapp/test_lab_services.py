@@ -49,7 +49,7 @@ class TestSubmit:
     def test_it_creates_validated_jobs_in_the_team_experiment(self, alice, team_a, dataset_a, settings):
         jobs = services.submit_jobs(alice, team_a, "pretrain",
                                     services.expand_grid(pretrain_config(dataset_a), {"seed": [1, 2]}),
-                                    dataset=dataset_a, priority=7, resource="cpu", gpus=0)
+                                    dataset=dataset_a, priority=7, resources={"resource": "cpu"})
         assert [j.config["seed"] for j in jobs] == [1, 2]
         job = jobs[0]
         assert job.status == "queued" and job.variant == "xdc" and job.priority == 7 and job.queue_name == "cpu"

@@ -85,15 +85,16 @@ class Jobs:
     def tiny_config(data: Path, *overrides: str) -> dict:
         return load_config(preset="tiny", base={"data": {"path": str(data)}}, overrides=list(overrides)).to_dict()
 
-    def submit(self, data: Path, *overrides: str):
-        """A pretraining on `data`, registered as a dataset of the member's team first if it is not one yet."""
+    def submit(self, data: Path, *overrides: str, resources: dict | None = None):
+        """A pretraining on `data` (a CPU job unless `resources` say otherwise), registered as a dataset of the
+        member's team first if it is not one yet."""
         from webapp.lab import services
         from webapp.lab.models import Dataset
 
         dataset = Dataset.objects.filter(team=self.team, path=str(data.resolve())).first() or \
             services.register_dataset(team=self.team, name=data.name, layout="folder", path=str(data), user=self.user)
         [job] = services.submit_jobs(self.user, self.team, "pretrain", [self.tiny_config(data, *overrides)],
-                                     dataset=dataset, resource="cpu", gpus=0)
+                                     dataset=dataset, resources=resources or {"resource": "cpu"})
         return job
 
     def wait(self, job, *statuses: str, until=None, timeout: float = JOB_TIMEOUT):

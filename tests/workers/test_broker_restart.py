@@ -86,7 +86,7 @@ def test_a_job_running_through_a_broker_outage_finishes_once_in_one_run(aof_redi
                                                                         own_jobs, videos, mlflow_server):
     settings.LAB_ENQUEUE = "celery"
     _, log = start_worker("through-outage")
-    job = own_jobs.submit(videos, "rounds=3")
+    job = own_jobs.submit(videos, "rounds=6")
     own_jobs.wait(job, "running", until=lambda j: j.progress > 0)
 
     aof_redis.kill()

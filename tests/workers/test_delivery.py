@@ -86,7 +86,7 @@ def test_a_retry_while_the_broker_is_down_is_sent_later(team, broker):
     app, url = broker
     _use_broker(app, url)
     [job] = services.submit_jobs(user, group, "pretrain", [{"rounds": 1}], dataset=group.datasets.get(),
-                                 resource="cpu", gpus=0)
+                                 resources={"resource": "cpu"})
     services.fail_job(job.pk, error="x")
     _use_broker(app, DOWN)
     services.retry_job(job)
@@ -102,7 +102,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(team, setting
     settings.LAB_MAX_WORKER_LOSSES = 3
     user, group = team
     [job] = services.submit_jobs(user, group, "pretrain", [{"rounds": 1}], dataset=group.datasets.get(),
-                                 resource="cpu", gpus=0)
+                                 resources={"resource": "cpu"})
     for loss in (1, 2, 3):
         services.claim_job(job.pk, worker="w@host", task_id=f"t{loss}")
         services.heartbeat(job.pk, progress=0.1, eta=None, stage="round 1/1: extracting features")

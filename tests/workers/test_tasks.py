@@ -1,15 +1,20 @@
 """Jobs run by a real Celery worker (deploy/worker.sh) on a real broker, against the test database and a real
-MLflow server: success, cancel and resume, failure, and the guarantees against running a job twice."""
+MLflow server: success (one process, and torchrun's ranks), cancel and resume, failure, a crashed trainer, and the
+guarantees against running a job twice."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import running_in
 from webapp.lab import services
 from webapp.lab.models import Job
 
@@ -27,6 +32,32 @@ def test_it_runs_a_pretraining_to_success_with_an_mlflow_run(jobs, videos, mlflo
     assert {k: run.data.tags[k] for k in ("job_id", "user", "team")} == {"job_id": str(job.pk), "user": "ada",
                                                                           "team": "vision"}
     assert "train/loss" in run.data.metrics
+
+
+def test_a_two_rank_job_trains_as_torchrun_ranks_in_one_mlflow_run(jobs, videos, mlflow_server):
+    job = jobs.wait(jobs.submit(videos, "rounds=3", resources={"resource": "cpu", "cpu_ranks": 2}), "succeeded")
+
+    assert job.placement == "cpu, 2 ranks" and "trainer started: torchrun, 2 CPU ranks" in job.log_tail
+    assert Path(job.out_dir, "final.pt").is_file()
+    assert all(path.name.startswith(("step_", "final")) for path in Path(job.out_dir, "checkpoints").iterdir())
+    runs = MlflowClient(mlflow_server).search_runs([job.mlflow_experiment_id], f"tags.job_id = '{job.pk}'")
+    assert [r.info.run_id for r in runs] == [job.mlflow_run_id] and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(job.mlflow_run_id, "train/loss")]
+    assert steps and len(steps) == len(set(steps))  # rank 0 alone logs
+
+
+def test_a_crashed_trainer_fails_the_attempt_with_its_last_words_and_the_worker_lives_on(jobs, videos,
+                                                                                       mlflow_server):
+    job = jobs.submit(videos, "rounds=50")
+    job = jobs.wait(job, "running", until=lambda j: j.progress > 0)
+    [trainer] = running_in(Path(job.out_dir, "attempts", "1"))
+    os.kill(trainer, signal.SIGSEGV)
+
+    job = jobs.wait(job, "failed")
+    assert job.error.startswith("the trainer was killed by SIGSEGV before reporting an outcome"), job.error
+    run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == job.error
+    assert jobs.wait(jobs.submit(videos, "rounds=1"), "succeeded").worker == job.worker  # the same worker, alive
 
 
 def test_it_stops_a_running_job_on_cancel_and_a_retry_resumes_from_its_checkpoint(jobs, videos,

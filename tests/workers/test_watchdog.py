@@ -19,7 +19,7 @@ def two_running_jobs(transactional_db, settings, django_user_model, tmp_path):
     user, team = team_with_dataset(django_user_model, settings, tmp_path, "team")
     config = {"rounds": 1}
     jobs = services.submit_jobs(user, team, "pretrain", [config, config], dataset=team.datasets.get(),
-                                resource="cpu", gpus=0)
+                                resources={"resource": "cpu"})
     for job in jobs:
         services.claim_job(job.pk, worker=f"w{job.pk}@host", task_id=f"t{job.pk}")
     return jobs

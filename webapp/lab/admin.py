@@ -32,8 +32,9 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "name", "variant", "status", "progress", "team", "creator", "attempt", "created_at"]
-    list_filter = ["status", "kind", "variant", "team", "resource"]
+    list_display = ["id", "kind", "name", "variant", "status", "progress", "placement", "team", "creator", "attempt",
+                    "created_at"]
+    list_filter = ["status", "kind", "variant", "team"]
     search_fields = ["name", "mlflow_run_id", "celery_task_id", "worker"]
     raw_id_fields = ["parent", "dataset"]
     readonly_fields = ["created_at", "started_at", "finished_at", "heartbeat_at"]

@@ -19,12 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 
 from webapp.lab import selectors, services
 from webapp.lab.models import ApiToken, Dataset, Job, hash_key
+from xdc.launch import RESOURCE_KEYS
 
 MAX_JOBS = 500
 TOKEN_KEY = re.compile(r"[0-9a-f]{40}")  # what ApiToken issues
 # The fields a job submission may carry; anything else ('confg') is refused rather than ignored.
+# The job's resources are given flat, by the names of xdc.launch.Resources' fields (resource, gpus, nodes, ...).
 SUBMIT_FIELDS = {"kind", "config", "configs", "grid", "team", "dataset", "evaluations", "parent", "priority",
-                 "resource", "gpus", "name"}
+                 "name", *RESOURCE_KEYS}
 
 
 def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
         "id": job.pk, "kind": job.kind, "name": job.name, "status": job.status, "progress": job.progress,
         "eta_seconds": job.eta_seconds, "stage": job.stage, "variant": job.variant, "team": job.team.slug,
         "creator": job.creator.get_username() if job.creator else None, "attempt": job.attempt,
-        "priority": job.priority, "resource": job.resource, "gpus": job.gpus, "parent": job.parent_id,
+        "priority": job.priority, **job.resources, "placement": job.placement, "parent": job.parent_id,
         "dataset": job.dataset_id, "cancel_requested": job.cancel_requested, "error": job.error,
         "mlflow_run_id": job.mlflow_run_id, "mlflow_experiment_id": job.mlflow_experiment_id,
         "mlflow_url": job.mlflow_url, "summary": job.summary, "url": job.get_absolute_url(),
@@ -128,8 +130,8 @@ def jobs(request: HttpRequest) -> JsonResponse:
 
 def _submit(request: HttpRequest) -> JsonResponse:
     """{"kind", "config" or "configs", optional "grid" {axis: [values]}, "team" (slug), "dataset" (id or name: the
-    data a pretraining trains on or an evaluation measures), "evaluations", "parent", "priority", "resource",
-    "gpus", "name"}."""
+    data a pretraining trains on or an evaluation measures), "evaluations", "parent", "priority", "name", and the
+    resources: "resource", "gpus" (per node), "nodes", "launcher", "partition", "cpu_ranks"}."""
     try:
         body = _body(request)
         unknown = sorted(set(body) - SUBMIT_FIELDS)
@@ -147,9 +149,10 @@ def _submit(request: HttpRequest) -> JsonResponse:
         configs = _configs(body, kind)
         dataset = _dataset(body, team)
         parent = _parent(body, team)
-        meta = {k: body[k] for k in ("priority", "resource", "gpus", "name") if k in body}
+        meta = {k: body[k] for k in ("priority", "name") if k in body}
+        resources = {k: body[k] for k in RESOURCE_KEYS if k in body}
         created = services.submit_jobs(request.api_user, team, kind, configs, dataset=dataset, parent=parent,
-                                       evaluations=body.get("evaluations") or [], **meta)
+                                       evaluations=body.get("evaluations") or [], resources=resources, **meta)
     except services.LabError as exc:
         return error(400, exc.errors)
     body = {"jobs": [job_json(job) for job in created]}

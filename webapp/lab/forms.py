@@ -20,6 +20,7 @@ from webapp.lab.models import Dataset, Job, Team
 from xdc.config import PRESETS, PretrainConfig, deep_merge, field_specs, flatten, parse_override
 from xdc.errors import ConfigError
 from xdc.evaluation import PRESETS as EVAL_PRESETS
+from xdc.launch import RESOURCE_KEYS, Resources
 
 PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (seconds on CPU)"), ("small", "small: the demo's budget"),
                   ("full", "full: the paper-style defaults")]
@@ -41,16 +42,22 @@ EVALUATE_KEYS = {"checkpoint": "checkpoint", "dataset": "data", "split": "split"
 EVALUATE_ALSO = {"benchmark": "dataset", "parent": "checkpoint"}
 
 
-def config_input(key: str, **kwargs) -> forms.Field:
-    """An optional form input for a pretraining config key: its type, bounds (as the browser's min/max hints; the
-    service validates) and help text all come from the key's declaration in xdc.config."""
-    spec = field_specs(PretrainConfig)[key]
+def config_input(key: str, *, of: type = PretrainConfig, required: bool = False, **kwargs) -> forms.Field:
+    """A form input for a key of a typed config (the pretraining config unless `of` names another, e.g. the job's
+    Resources): its type, bounds (as the browser's min/max hints; the service validates), choices and help text all
+    come from the key's declaration in xdc."""
+    spec = field_specs(of)[key]
     attrs = {name: value for name, value in (("min", spec.low), ("max", spec.high)) if value is not None}
     kwargs.setdefault("help_text", spec.help)
+    if spec.choices is not None:
+        return forms.ChoiceField(required=required, choices=[(c, c) for c in spec.choices], initial=spec.default,
+                                 **kwargs)
     if spec.type is int:
-        return forms.IntegerField(required=False, widget=forms.NumberInput(attrs=attrs), **kwargs)
+        return forms.IntegerField(required=required, widget=forms.NumberInput(attrs=attrs), **kwargs)
     if spec.type is float:
-        return forms.FloatField(required=False, widget=forms.NumberInput(attrs={**attrs, "step": "any"}), **kwargs)
+        return forms.FloatField(required=required, widget=forms.NumberInput(attrs={**attrs, "step": "any"}), **kwargs)
+    if spec.type is str:
+        return forms.CharField(required=required, max_length=spec.longest, **kwargs)
     raise TypeError(f"no form input for {key} of type {spec.type.__name__}")  # pragma: no cover - a coding error
 
 
@@ -141,18 +148,26 @@ class MetaFields(forms.Form):
     team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False)
     name = forms.CharField(max_length=150, required=False, help_text="optional label")
     priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last")
-    resource = forms.ChoiceField(choices=Job.Resource.choices, initial=Job.Resource.GPU)
-    gpus = forms.IntegerField(min_value=0, max_value=64, initial=1, label="GPUs")
-
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("resource") == Job.Resource.GPU and cleaned.get("gpus") == 0:
-            self.add_error("gpus", "a GPU job needs at least one GPU")
-        return cleaned
+    resource = config_input("resource", of=Resources, required=True)
+    gpus = config_input("gpus", of=Resources, label="GPUs per node",
+                        help_text="empty: 1 for a GPU job, none for a CPU job")
+    nodes = config_input("nodes", of=Resources, help_text="empty: 1; more than one needs the slurm launcher")
+    launcher = config_input("launcher", of=Resources)
+    partition = config_input("partition", of=Resources)
+    cpu_ranks = config_input("cpu_ranks", of=Resources, label="CPU ranks per node",
+                             help_text="empty: 1; gloo processes of a CPU job")
 
     def meta(self) -> dict[str, Any]:
-        return {k: self.cleaned_data[k] for k in ("priority", "resource", "gpus")} | {
-            "name": self.cleaned_data.get("name", "")}
+        """The submission's priority, name and resources (the service checks the resources; an empty number box
+        leaves the field's default)."""
+        resources = {name: self.cleaned_data[name] for name in RESOURCE_KEYS
+                     if self.cleaned_data.get(name) not in (None, "")}
+        return {"priority": self.cleaned_data["priority"], "name": self.cleaned_data.get("name", ""),
+                "resources": resources}
+
+    @staticmethod
+    def initial_meta(job: Job) -> dict[str, Any]:
+        return {"team": job.team, "priority": job.priority, **job.resources}
 
 
 class PretrainForm(TeamFormMixin, MetaFields):
@@ -203,8 +218,7 @@ class PretrainForm(TeamFormMixin, MetaFields):
         cfg = flatten(job.config)
         initial = {"team": job.team, "dataset": job.dataset, "preset": "clone", "variant": [cfg.get("variant")],
                    "k": str(cfg.get("cluster.k_video", "")), "seed": str(cfg.get("seed", 0)),
-                   "priority": job.priority, "resource": job.resource, "gpus": job.gpus,
-                   "base_config": json.dumps(job.config)}
+                   "base_config": json.dumps(job.config), **cls.initial_meta(job)}
         initial |= {name: cfg.get(PRETRAIN_KEYS[name]) for name in SCALARS}
         specs = job.evaluations or []
         if specs:
@@ -326,7 +340,7 @@ class EvaluateForm(TeamFormMixin, MetaFields):
         checkpoint = f"job:{job.parent_id}" if job.parent_id else cfg.get("checkpoint", "random")
         return {"team": job.team, "checkpoint": checkpoint, "dataset": job.dataset, "split": str(cfg.get("split", 1)),
                 "protocol": [cfg.get("protocol")], "seed": str(cfg.get("seed", 0)), "preset": cfg.get("preset", ""),
-                "priority": job.priority, "resource": job.resource, "gpus": job.gpus}
+                **cls.initial_meta(job)}
 
     def clean_split(self):
         return parse_int_list(self.cleaned_data["split"], name="split") or [1]

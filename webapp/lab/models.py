@@ -103,6 +103,12 @@ class Dataset(models.Model):
         return self.layout if self.layout in ("ucf101", "hmdb51", "esc50", "dcase") else "folder"
 
 
+def default_resources() -> dict:  # also named by migration 0006
+    from xdc.launch import Resources
+
+    return Resources().to_dict()
+
+
 class Job(models.Model):
     class Kind(models.TextChoices):
         PRETRAIN = "pretrain"
@@ -114,10 +120,6 @@ class Job(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
-
-    class Resource(models.TextChoices):
-        GPU = "gpu"
-        CPU = "cpu"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
     DONE = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -145,8 +147,7 @@ class Job(models.Model):
 
     priority = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(0), MaxValueValidator(9)],
                                                 help_text="0 runs first, 9 last (the Redis broker serves low numbers first)")
-    resource = models.CharField(max_length=3, choices=Resource.choices, default=Resource.GPU)
-    gpus = models.PositiveSmallIntegerField(default=1)
+    resources = models.JSONField(default=default_resources)  # xdc.launch.Resources.to_dict(), checked at submission
     out_dir = models.CharField(max_length=1000, blank=True)
     celery_task_id = models.CharField(max_length=100, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)  # when it last entered the queue
@@ -171,9 +172,20 @@ class Job(models.Model):
         return reverse("lab:job", args=[self.pk])
 
     @property
+    def resource(self) -> str:
+        return self.resources.get("resource", "gpu")
+
+    @property
     def queue_name(self) -> str:
         """The Celery queue a worker with this resource consumes: 'gpu' or 'cpu'."""
         return self.resource
+
+    @property
+    def placement(self) -> str:
+        """What the job runs on, in words ('cpu', '4 GPUs', '2 nodes x 8 GPUs, slurm')."""
+        from xdc.launch import Resources
+
+        return Resources.from_dict(self.resources).describe()
 
     @property
     def is_active(self) -> bool:

@@ -30,6 +30,7 @@ from webapp.lab.models import Dataset, Job, Result, Team
 from webapp.lab.selectors import parse_id
 from xdc.config import PretrainConfig, check_text, flatten, runtime_keys
 from xdc.errors import ConfigError, DataError
+from xdc.launch import Resources
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, kind: s
 
 def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, dataset: Dataset | None = None,
                 evaluations: list[dict[str, Any]] | None = None, parent: Job | None = None, priority: int = 5,
-                resource: str = Job.Resource.GPU, gpus: int = 1, name: str = "") -> list[Job]:
+                resources: dict[str, Any] | None = None, name: str = "") -> list[Job]:
     """Validate every config, then create one queued job per config and enqueue them once committed.
 
     Nothing is created if any config is refused: LabError maps 'config' (or 'configs[i]' for grids) and
@@ -153,7 +154,8 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
         raise LabError({"config": ["no configuration to submit"]})
     if len(configs) > settings.LAB_MAX_GRID:
         raise LabError({"config": [f"{len(configs)} jobs is more than LAB_MAX_GRID={settings.LAB_MAX_GRID}"]})
-    _check_meta(priority=priority, resource=resource, gpus=gpus, name=name)
+    _check_meta(priority=priority, name=name)
+    spec = check_resources(kind, resources or {})
     parent = Job.objects.filter(pk=parent.pk).first() if parent is not None else None  # its status and run id now
     _check_links(team, kind, dataset=dataset, parent=parent)
     if parent is not None:  # an evaluation of a pretraining job runs on its checkpoint, whatever the config said
@@ -170,14 +172,14 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
     specs = check_evaluations(evaluations or [], team) if kind == Job.Kind.PRETRAIN else []
     with transaction.atomic():
         jobs = [_create_job(user, team, kind, cfg, dataset=data, evaluations=specs, parent=source,
-                            priority=priority, resource=resource, gpus=gpus, name=name)
+                            priority=priority, resources=spec.to_dict(), name=name)
                 for cfg, data, source in planned]
     for job in jobs:
         transaction.on_commit(lambda job=job: enqueue(job))
     return jobs
 
 
-def _check_meta(*, priority: int, resource: str, gpus: int, name: str = "") -> None:
+def _check_meta(*, priority: int, name: str = "") -> None:
     errors: dict[str, list[str]] = {}
     longest = Job._meta.get_field("name").max_length
     if not isinstance(name, str):
@@ -189,14 +191,25 @@ def _check_meta(*, priority: int, resource: str, gpus: int, name: str = "") -> N
             errors |= exc.errors
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
         errors["priority"] = [f"priority must be an integer 0-9, got {priority!r}"]
-    if resource not in Job.Resource.values:
-        errors["resource"] = [f"resource must be one of {', '.join(Job.Resource.values)}, got {resource!r}"]
-    if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
-        errors["gpus"] = [f"gpus must be an integer 0-64, got {gpus!r}"]
-    elif resource == Job.Resource.GPU and gpus < 1:
-        errors["gpus"] = ["a GPU job needs at least one GPU"]
     if errors:
         raise LabError(errors)
+
+
+def check_resources(kind: str, raw: dict[str, Any]) -> Resources:
+    """The job's typed resources (xdc.launch.Resources), or LabError on the key at fault: a bound the field declares,
+    a combination it refuses, or what no worker of this lab can hold (more GPUs per node than
+    LAB_GPUS_PER_HOST; an evaluation, which runs as one process, on several ranks)."""
+    try:
+        spec = Resources.from_dict(raw)
+    except ConfigError as exc:
+        raise LabError({exc.key or "resources": [str(exc)]}) from None
+    if spec.resource == "gpu" and spec.gpus > settings.LAB_GPUS_PER_HOST:
+        raise LabError({"gpus": [f"{spec.gpus} GPUs per node is more than a worker host holds here "
+                                 f"(LAB_GPUS_PER_HOST={settings.LAB_GPUS_PER_HOST}); ask for more nodes"]})
+    if kind == Job.Kind.EVALUATE and spec.world_size > 1:
+        key = "nodes" if spec.nodes > 1 else ("gpus" if spec.resource == "gpu" else "cpu_ranks")
+        raise LabError({key: [f"an evaluation runs as one process; it asked for {spec.world_size} ranks"]})
+    return spec
 
 
 def _check_links(team: Team, kind: str, *, dataset: Dataset | None, parent: Job | None) -> None:
@@ -553,10 +566,16 @@ def on_job_succeeded(job: Job) -> list[Job]:
                 raise LabError(f"dataset {spec.dataset} no longer exists")
             cfg = spec.config(dataset, checkpoint=job.final_checkpoint, pretrain_run_id=job.mlflow_run_id)
             children += submit_jobs(job.creator, job.team, Job.Kind.EVALUATE, [cfg], dataset=dataset, parent=job,
-                                    priority=job.priority, resource=job.resource, gpus=job.gpus)
+                                    priority=job.priority, resources=_one_rank(job.resources))
         except LabError as exc:
             append_log(job.pk, f"\n[lab] evaluation {stored} not queued: {exc}\n")
     return children
+
+
+def _one_rank(resources: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation of a pretraining runs as one process on the pretraining's kind of worker, on one GPU."""
+    cpu = resources.get("resource") == "cpu"
+    return {"resource": "cpu" if cpu else "gpu", "gpus": 0 if cpu else 1}
 
 
 # -- the user's side ---------------------------------------------------------------------------------------------
@@ -717,7 +736,7 @@ def enqueue_listing(dataset: Dataset) -> bool:
     from workers.tasks import list_dataset  # the workers package imports this module; import late to avoid a cycle
 
     try:
-        list_dataset.apply_async(args=[dataset.pk], queue=Job.Resource.CPU, priority=9, retry=False)
+        list_dataset.apply_async(args=[dataset.pk], queue="cpu", priority=9, retry=False)
     except Exception:
         log.warning("dataset %s: the broker did not take its listing; it is re-sent later", dataset.pk, exc_info=True)
         return False

@@ -6,6 +6,7 @@ requests from a seeded generator, so an epoch is the same after a resume; the Da
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,4 +147,12 @@ def clip_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: 
     """In-order loader (the order is decided by the requests); workers decode in parallel."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_clips, pin_memory=pin_memory, persistent_workers=False,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=_leave_stops_to_the_trainer)
+
+
+def _leave_stops_to_the_trainer(worker_id: int) -> None:
+    """A stop signal sent to the trainer's whole process group (the lab's cancel, SLURM's warning before preemption)
+    is the trainer's to act on: a decoding worker that died of it would fail the batch the trainer checkpoints after.
+    Workers still end with the trainer (PyTorch's watchdog on their parent)."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
