@@ -31,9 +31,10 @@ test-fast: install system-packages
 demo: install
 	bash deploy/demo.sh
 
-# `make worker GPUS=0,1`: one Celery worker per GPU; without GPUS, one worker on the cpu and gpu queues.
+# `make worker GPUS=0,1`: one Celery worker per GPU; without GPUS, one worker on the cpu and gpu queues;
+# `make worker SLURM=1`: the SLURM head-node worker (queue slurm).
 worker: install
-	GPUS=$(GPUS) bash deploy/worker.sh
+	GPUS=$(GPUS) SLURM=$(SLURM) bash deploy/worker.sh
 
 bench: install
 	$(PY) -m xdc bench --out bench-results

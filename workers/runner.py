@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,7 +98,7 @@ class Supervisor:
         resources = Resources.from_dict(self.job.resources)
         AttemptSpec(kind=self.job.kind, config=self.job.config, out_dir=self.job.out_dir,
                     tracking_uri=settings.MLFLOW_TRACKING_URI, tags=job_tags(self.job)).write(self.folder)
-        launch = LAUNCHERS[resources.launcher](self.folder, resources, env=attempt_env(self.job))
+        self.launch = launch = LAUNCHERS[resources.launcher](self.folder, resources, env=attempt_env(self.job))
         services.append_log(self.job.id, f"[worker] trainer started: {launch.description}\n")
         reader = EventReader(self.folder)
         stop_sent = None
@@ -161,7 +160,7 @@ class Supervisor:
             self.outcome.error = str(self.ending.get("error") or "the trainer failed")[:2000]
         else:
             tail = last_lines(self.folder / OUTPUT_FILE, lines=6)
-            self.outcome.error = f"the trainer {exit_text(status)} before reporting an outcome" + (
+            self.outcome.error = f"the trainer {self.launch.end_text(status)} before reporting an outcome" + (
                 f"; its last output: {tail}" if tail else "")
         return self.outcome
 
@@ -176,13 +175,6 @@ def attempt_env(job) -> dict[str, str]:
     from xdc.data.index import default_cache_dir
 
     return {**os.environ, "XDC_CACHE": str(default_cache_dir() / "teams" / job.team.slug)}
-
-
-def exit_text(status: int) -> str:
-    if status < 0:
-        name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
-        return f"was killed by {name}" + (" (out of memory?)" if -status == signal.SIGKILL else "")
-    return f"exited with status {status}"
 
 
 def job_tags(job) -> dict[str, str]:

@@ -239,7 +239,8 @@ def run_agent(ranks: int, options: list[str], folder: Path) -> int:
     """torchrun in this process, starting `ranks` ranks of this module. torchrun puts each rank in a session of its
     own, so a stop signal sent to this process's group reaches only the agent: it passes it on to every rank's group
     (torchrun itself would kill the ranks 30 s after its own SIGTERM, checkpoint written or not), and ends when they
-    have checkpointed. Without `options`, a standalone rendezvous on this host."""
+    have checkpointed. Without `options`, a standalone rendezvous on this host; with them (the slurm launcher's
+    --nnodes and c10d rendezvous), the agents of all nodes meet first."""
     from torch.distributed.run import main as torchrun
 
     def pass_on(signum, frame):
@@ -252,6 +253,8 @@ def run_agent(ranks: int, options: list[str], folder: Path) -> int:
     for signum in STOP_SIGNALS:
         signal.signal(signum, pass_on)
     rendezvous = options or ["--standalone", "--nnodes=1"]
+    if options and "SLURM_NODEID" in os.environ:  # the first node hosts the c10d store, whatever its name resolves to
+        rendezvous.append(f"--rdzv-conf=is_host={int(os.environ['SLURM_NODEID'] == '0')}")
     torchrun([*rendezvous, f"--nproc-per-node={ranks}", "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT",
               "--module", "xdc.attempt", str(folder)])
     return 0

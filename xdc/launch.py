@@ -8,22 +8,35 @@ supervisor polls, stops and kills:
 - `local`: this host. One plain process for a single rank; `torchrun --standalone --nproc-per-node=N` for N ranks
   (NCCL on the GPUs this worker owns, gloo ranks on CPU). The processes form their own process group, die with
   their supervisor (PR_SET_PDEATHSIG), and a stop is SIGTERM to the group: every rank checkpoints and returns.
+- `slurm`: a batch job of `nodes` nodes through plain `sbatch` (the script is written into the attempt folder, so
+  what ran is there to read and to resubmit by hand); `srun` starts one torchrun agent per node, which rendezvous
+  over c10d at the first node's address (from SLURM's node list) under the SLURM job id and start the node's ranks.
+  Plain sbatch rather than submitit: the lab's worker already is the supervisor that submitit would add (it polls,
+  cancels, requeues and reads the outcome from the attempt folder), and the job stays an ordinary, inspectable
+  SLURM job with no pickled callable in it. The job asks for a warning (`--signal=USR1@<seconds>`) before its time
+  limit or a preemption; the agents pass it to the ranks, which checkpoint. A stop is `scancel --signal=TERM`.
+  Before submitting, the launcher cancels any SLURM job of an earlier attempt of the same job still alive (its
+  worker died), so two attempts never train at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from xdc.attempt import OUTPUT_FILE
 from xdc.config import _build, check_fields, setting
-from xdc.errors import ConfigError
+from xdc.errors import ConfigError, XDCError
 
 
 @dataclass
@@ -92,6 +105,7 @@ class Launch(Protocol):
     def poll(self) -> int | None: ...  # None while running, else the exit status (negative: killed by that signal)
     def stop(self) -> None: ...  # ask every rank to checkpoint and stop
     def kill(self) -> None: ...  # end every process of the attempt now
+    def end_text(self, status: int) -> str: ...  # how it ended, in words ("was killed by SIGSEGV")
 
 
 class LocalLaunch:
@@ -109,11 +123,21 @@ class LocalLaunch:
         self._signal(signal.SIGKILL)
         self.process.wait()
 
+    def end_text(self, status: int) -> str:
+        return exit_text(status)
+
     def _signal(self, signum: int) -> None:
         try:
             os.killpg(self.process.pid, signum)  # its own group: start_new_session
         except ProcessLookupError:
             pass
+
+
+def exit_text(status: int) -> str:
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
+        return f"was killed by {name}" + (" (out of memory?)" if -status == signal.SIGKILL else "")
+    return f"exited with status {status}"
 
 
 def attempt_command(folder: Path, ranks: int) -> list[str]:
@@ -136,4 +160,193 @@ def launch_local(folder: Path, resources: Resources, *, env: dict[str, str]) -> 
     return LocalLaunch(process, f"{what}, pid {process.pid}")
 
 
-LAUNCHERS = {"local": launch_local}
+# -- SLURM -------------------------------------------------------------------------------------------------------
+
+SLURM_JOB_FILE = "slurm.json"
+SLURM_SCRIPT = "job.sbatch"
+WARNING_SECONDS = 120  # SLURM's USR1 this long before the time limit or a preemption: time for a checkpoint
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
+RENDEZVOUS_PORT = 29500  # + the SLURM job id modulo 10000: jobs sharing a first node do not collide
+
+
+class SlurmError(XDCError):
+    """SLURM refused or could not be asked (sbatch's own message)."""
+
+
+SCRIPT = r"""#!/bin/bash
+#SBATCH --job-name={name}
+#SBATCH --nodes={nodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --output={output}
+#SBATCH --open-mode=append
+#SBATCH --signal=USR1@{warning}
+#SBATCH --chdir={folder}
+{extra}
+# One torchrun agent per node; they meet over c10d at the first node's address and start {ranks} rank(s) each.
+set -euo pipefail
+head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+address=$(scontrol show node "$head" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+echo "[slurm] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, rendezvous at ${{address:-$head}}:$(({port} + SLURM_JOB_ID % 10000))"
+exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 {python} -m xdc.attempt --ranks {ranks} \
+  --nnodes={nodes} --rdzv-backend=c10d --rdzv-endpoint="${{address:-$head}}:$(({port} + SLURM_JOB_ID % 10000))" \
+  --rdzv-id="$SLURM_JOB_ID" {folder_arg}
+"""
+
+
+class SlurmLaunch:
+    def __init__(self, job_id: str, env: dict[str, str], description: str):
+        self.job_id = job_id
+        self.env = env
+        self.description = description
+        self.state = "PENDING"
+        self.reason = ""
+
+    def poll(self) -> int | None:
+        found = slurm_state(self.job_id, self.env)
+        if found is None:  # no longer known to the controller: it ended long enough ago to be purged
+            self.state = self.state if self.state not in ACTIVE_STATES else "ENDED"
+            return 0 if self.state == "COMPLETED" else 1
+        self.state, code, self.reason = found
+        if self.state in ACTIVE_STATES:
+            return None
+        return 0 if self.state == "COMPLETED" else (code or 1)
+
+    def stop(self) -> None:
+        if self.state == "PENDING":
+            _slurm(["scancel", self.job_id], self.env, check=False)
+        else:
+            _slurm(["scancel", "--signal=TERM", self.job_id], self.env, check=False)
+
+    def kill(self) -> None:
+        _slurm(["scancel", self.job_id], self.env, check=False)
+
+    def end_text(self, status: int) -> str:
+        reason = f", {self.reason}" if self.reason and self.reason != "None" else ""
+        return f"ended as SLURM job {self.job_id} {self.state} (exit status {status}{reason})"
+
+
+def slurm_state(job_id: str, env: dict[str, str]) -> tuple[str, int, str] | None:
+    """(state, exit status, reason) of a SLURM job from `scontrol show job`, None when the controller no longer
+    knows it."""
+    done = _slurm(["scontrol", "show", "job", "-o", job_id], env, check=False)
+    if done.returncode != 0:
+        if "Invalid job id" in done.stderr:
+            return None
+        raise SlurmError(f"scontrol could not say how SLURM job {job_id} is: {done.stderr.strip()[:300]}")
+    fields = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
+    code = fields.get("ExitCode", "0:0").split(":")
+    status = int(code[0]) or -int(code[1] or 0)
+    return fields.get("JobState", "UNKNOWN"), status, fields.get("Reason", "")
+
+
+def launch_slurm(folder: Path, resources: Resources, *, env: dict[str, str]) -> SlurmLaunch:
+    """Submit the attempt in `folder` as a SLURM batch job; its output goes to `folder/output.log`."""
+    cancel_earlier_attempts(folder, env)
+    extra = []
+    if resources.partition:
+        extra.append(f"#SBATCH --partition={resources.partition}")
+    if resources.resource == "gpu":
+        extra.append(f"#SBATCH --gpus-per-node={resources.gpus}")
+    script = SCRIPT.format(name=f"xdc-{folder.parent.parent.name}-{folder.name}", nodes=resources.nodes,
+                           output=_quoted(folder / OUTPUT_FILE), warning=WARNING_SECONDS, folder=_quoted(folder),
+                           extra="\n".join(extra), ranks=resources.ranks_per_node, port=RENDEZVOUS_PORT,
+                           python=shlex.quote(sys.executable), folder_arg=shlex.quote(str(folder)))
+    (folder / SLURM_SCRIPT).write_text(script)
+    done = _slurm(["sbatch", "--parsable", str(folder / SLURM_SCRIPT)], {**env, "PYTHONUNBUFFERED": "1"},
+                  check=False)
+    if done.returncode != 0:
+        raise SlurmError(f"sbatch refused the job: {done.stderr.strip()[:500]}")
+    job_id = done.stdout.strip().split(";")[0]
+    (folder / SLURM_JOB_FILE).write_text(json.dumps({"job_id": job_id}))
+    return SlurmLaunch(job_id, env, f"SLURM job {job_id}, {resources.describe()}")
+
+
+def cancel_earlier_attempts(folder: Path, env: dict[str, str], timeout: float = 300) -> list[str]:
+    """scancel the SLURM jobs of this job's earlier attempts that are still alive (their supervisor vanished), and
+    wait until they have ended; their ids."""
+    alive = []
+    for earlier in sorted(folder.parent.glob(f"*/{SLURM_JOB_FILE}")):
+        if earlier.parent == folder:
+            continue
+        try:
+            job_id = str(json.loads(earlier.read_text())["job_id"])
+        except (OSError, ValueError, KeyError):
+            continue
+        found = slurm_state(job_id, env)
+        if found is not None and found[0] in ACTIVE_STATES:
+            _slurm(["scancel", job_id], env, check=False)
+            alive.append(job_id)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        alive = [job for job in alive if (slurm_state(job, env) or ("",))[0] in ACTIVE_STATES]
+        time.sleep(1)
+    if alive:
+        raise SlurmError(f"SLURM jobs {', '.join(alive)} of an earlier attempt did not end after scancel")
+    return alive
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    nodes: int  # nodes in the partition
+    gpus_per_node: int  # the most GPUs (GRES gpu) a node of it holds
+    default: bool
+
+
+def slurm_partitions(env: dict[str, str] | None = None) -> dict[str, Partition]:
+    """The cluster's partitions as `sinfo` reports them (SlurmError when SLURM cannot be asked)."""
+    done = _slurm(["sinfo", "-h", "-o", "%P|%D|%G"], env if env is not None else dict(os.environ), check=False)
+    if done.returncode != 0:
+        raise SlurmError(f"sinfo could not list the partitions: {done.stderr.strip()[:300]}")
+    found: dict[str, Partition] = {}
+    for line in done.stdout.splitlines():
+        if line.count("|") != 2:
+            continue
+        name, nodes, gres = line.split("|")
+        gpus = max([int(m) for m in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres)] or [0])
+        default = name.endswith("*")
+        name = name.rstrip("*")
+        known = found.get(name)  # sinfo prints a line per node configuration of a partition
+        found[name] = Partition(name, (known.nodes if known else 0) + int(nodes or 0),
+                                max(gpus, known.gpus_per_node if known else 0), default)
+    return found
+
+
+def check_slurm_fit(resources: Resources, partitions: dict[str, Partition]) -> None:
+    """ConfigError unless a partition of the cluster can hold the job: the named one, or the default one."""
+    if resources.partition:
+        partition = partitions.get(resources.partition)
+        if partition is None:
+            raise ConfigError(f"the SLURM cluster has no partition {resources.partition!r}; it has "
+                              f"{', '.join(sorted(partitions)) or 'none'}", key="partition")
+    else:
+        partition = next((p for p in partitions.values() if p.default), None)
+        if partition is None:
+            raise ConfigError("the SLURM cluster has no default partition: name one", key="partition")
+    if resources.nodes > partition.nodes:
+        raise ConfigError(f"partition {partition.name} has {partition.nodes} nodes; the job asks for "
+                          f"{resources.nodes}", key="nodes")
+    if resources.resource == "gpu" and resources.gpus > partition.gpus_per_node:
+        raise ConfigError(f"the nodes of partition {partition.name} hold at most {partition.gpus_per_node} GPUs; "
+                          f"the job asks for {resources.gpus} per node", key="gpus")
+
+
+def _slurm(command: list[str], env: dict[str, str], *, check: bool) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=check)
+    except FileNotFoundError:
+        raise SlurmError(f"{command[0]} is not installed on this worker: the slurm launcher needs SLURM's client "
+                         "commands") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{command[0]} did not answer in 60 s: is slurmctld up?") from None
+
+
+def _quoted(path: Path) -> str:
+    text = str(path)
+    if any(c.isspace() or c in "\"'\\$`" for c in text):
+        raise SlurmError(f"the attempt folder {text!r} holds a character an #SBATCH line cannot carry")
+    return text
+
+
+LAUNCHERS = {"local": launch_local, "slurm": launch_slurm}

@@ -114,8 +114,8 @@ class Jobs:
 
 @pytest.fixture
 def start_worker(broker, mlflow_server, transactional_db, settings, tmp_path, tmp_path_factory):
-    """start(name) -> (process, log): a real worker (`deploy/worker.sh`) on `broker`, sharing the test database and
-    `mlflow_server`; every one started is stopped after the test."""
+    """start(name, **env) -> (process, log): a real worker (`deploy/worker.sh`, with `env` added) on `broker`, sharing
+    the test database and `mlflow_server`; every one started is stopped after the test."""
     from django.db import connections
 
     settings.LAB_RUNS_DIR = tmp_path / "runs"
@@ -123,13 +123,13 @@ def start_worker(broker, mlflow_server, transactional_db, settings, tmp_path, tm
     settings.MLFLOW_TRACKING_URI = mlflow_server
     started = []
 
-    def start(name: str) -> tuple[subprocess.Popen, Path]:
+    def start(name: str, **extra_env: str) -> tuple[subprocess.Popen, Path]:
         env = {**os.environ, "DATABASE_URL": _database_url(connections["default"].settings_dict),
                "CELERY_BROKER_URL": broker, "MLFLOW_TRACKING_URI": mlflow_server,
                "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_VAR_DIR": str(tmp_path / "var"),
                "XDC_CACHE": str(tmp_path / "cache"), "LAB_HEARTBEAT_SECONDS": "1", "LAB_WATCHDOG_SECONDS": "3600",
                "CELERY": str(Path(sys.executable).with_name("celery")),
-               "LAB_DATA_ROOTS": str(tmp_path_factory.getbasetemp().resolve())}
+               "LAB_DATA_ROOTS": str(tmp_path_factory.getbasetemp().resolve()), **extra_env}
         log = tmp_path / f"{name}.log"
         with open(log, "w") as handle:
             process = subprocess.Popen(["bash", str(REPO / "deploy" / "worker.sh"), "-n", f"{name}@%h"], cwd=REPO,

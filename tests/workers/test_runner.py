@@ -15,7 +15,7 @@ def test_each_teams_trainer_uses_a_cache_of_its_own(monkeypatch, tmp_path):
 
 
 def test_exit_statuses_read_as_words():
-    from workers.runner import exit_text
+    from xdc.launch import exit_text
 
     assert exit_text(-signal.SIGSEGV) == "was killed by SIGSEGV"
     assert "out of memory" in exit_text(-signal.SIGKILL)

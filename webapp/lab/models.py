@@ -177,8 +177,9 @@ class Job(models.Model):
 
     @property
     def queue_name(self) -> str:
-        """The Celery queue a worker with this resource consumes: 'gpu' or 'cpu'."""
-        return self.resource
+        """The Celery queue of the workers that run it: 'gpu' or 'cpu' by its resource, or 'slurm' (a worker on
+        the cluster's head node that submits and supervises) when SLURM places it."""
+        return "slurm" if self.resources.get("launcher") == "slurm" else self.resource
 
     @property
     def placement(self) -> str:

@@ -203,7 +203,9 @@ def check_resources(kind: str, raw: dict[str, Any]) -> Resources:
         spec = Resources.from_dict(raw)
     except ConfigError as exc:
         raise LabError({exc.key or "resources": [str(exc)]}) from None
-    if spec.resource == "gpu" and spec.gpus > settings.LAB_GPUS_PER_HOST:
+    if spec.launcher == "slurm":
+        _check_slurm(spec)
+    elif spec.resource == "gpu" and spec.gpus > settings.LAB_GPUS_PER_HOST:
         raise LabError({"gpus": [f"{spec.gpus} GPUs per node is more than a worker host holds here "
                                  f"(LAB_GPUS_PER_HOST={settings.LAB_GPUS_PER_HOST}); ask for more nodes"]})
     if kind == Job.Kind.EVALUATE and spec.world_size > 1:
@@ -570,6 +572,25 @@ def on_job_succeeded(job: Job) -> list[Job]:
         except LabError as exc:
             append_log(job.pk, f"\n[lab] evaluation {stored} not queued: {exc}\n")
     return children
+
+
+def _check_slurm(spec: Resources) -> None:
+    """A SLURM job must fit a partition of the cluster as `sinfo` describes it now (asked at most once a minute)."""
+    from xdc.launch import SlurmError, check_slurm_fit, slurm_partitions
+
+    now = timezone.now()
+    if _SLURM_CACHE.get("until", now) <= now or "partitions" not in _SLURM_CACHE:
+        try:
+            _SLURM_CACHE.update(partitions=slurm_partitions(), until=now + timedelta(seconds=60))
+        except SlurmError as exc:
+            raise LabError({"launcher": [f"the slurm launcher is not available here: {exc}"]}) from None
+    try:
+        check_slurm_fit(spec, _SLURM_CACHE["partitions"])
+    except ConfigError as exc:
+        raise LabError({exc.key or "launcher": [str(exc)]}) from None
+
+
+_SLURM_CACHE: dict[str, Any] = {}
 
 
 def _one_rank(resources: dict[str, Any]) -> dict[str, Any]:
