@@ -89,6 +89,33 @@ class LoopbackCluster:
                 process.kill()
                 process.wait()
 
+    def kill_node(self, node: str) -> list[int]:
+        """A node dies: SIGKILL its slurmd and every process SLURM started on it (the tasks carry
+        SLURMD_NODENAME=<node>); the pids killed."""
+        daemon = next(p for p in self.processes if p.poll() is None and p.args[-3:-2] == [node])
+        killed = [daemon.pid]
+        daemon.kill()
+        daemon.wait()
+        marker = f"SLURMD_NODENAME={node}".encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    environ = (entry / "environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if marker in environ:
+                    try:
+                        os.kill(int(entry.name), 9)
+                        killed.append(int(entry.name))
+                    except ProcessLookupError:
+                        pass
+        return killed
+
+    def start_node(self, node: str) -> None:
+        """The node comes back (ReturnToService=2: it is usable once its slurmd registers)."""
+        self.processes = [p for p in self.processes if p.poll() is None]
+        self._spawn([_path("slurmd"), "-D", "-N", node, "-f", str(self.conf)], f"slurmd-{node}.out")
+
     def logs(self, chars: int = 2000) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
                          for log in sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.out")))

@@ -53,19 +53,28 @@ def run_attempt(job) -> None:
         outcome = Outcome(error=one_line(exc))
     finally:
         heartbeat.stop()
+    owner = _owner(job)
     if outcome.error:
         log.error("job %s failed: %s", job.id, outcome.error)
-        close_failed_run(job, outcome.run_id, outcome.error)
-        services.fail_job(job.id, error=outcome.error, owner=_owner(job))
-    elif not services.still_owned(job.id, _owner(job)):
+        close_run(job, outcome.run_id, "FAILED", outcome.error)
+        services.fail_job(job.id, error=outcome.error, owner=owner)
+    elif not services.still_owned(job.id, owner):
         log.warning("job %s attempt %s lost its row to another attempt; recording nothing", job.id, job.attempt)
+    elif outcome.lost:
+        services.requeue_after_loss(job.id, owner=owner, reason=outcome.lost)
     elif outcome.stopped and SHUTTING_DOWN.is_set() and not heartbeat.cancel_seen:
         services.append_log(job.id, f"[worker] {job.worker} is shutting down: checkpointed, back in the queue\n")
-        services.requeue_job(job.id, owner=_owner(job), reason="worker shutting down")
+        services.requeue_job(job.id, owner=owner, reason="worker shutting down")
+    elif outcome.preempted:
+        services.append_log(job.id, f"[worker] {outcome.preempted}: checkpointed, back in the queue\n")
+        services.requeue_job(job.id, owner=owner, reason=outcome.preempted)
+    elif outcome.cancelled_outside:
+        close_run(job, outcome.run_id, "KILLED", outcome.cancelled_outside)
+        services.mark_cancelled(job.id, owner=owner, reason=outcome.cancelled_outside)
     elif outcome.stopped:
-        services.mark_cancelled(job.id, owner=_owner(job))
+        services.mark_cancelled(job.id, owner=owner)
     else:
-        services.finish_job(job.id, record=outcome.record or None, owner=_owner(job))
+        services.finish_job(job.id, record=outcome.record or None, owner=owner)
 
 
 def _owner(job) -> dict:
@@ -76,9 +85,14 @@ def _owner(job) -> dict:
 
 @dataclass
 class Outcome:
+    """How an attempt ended. At most one of the reasons is set; none: it finished, or stopped as the lab asked."""
+
     stopped: bool = False
     record: dict[str, Any] = field(default_factory=dict)
-    error: str = ""  # non-empty: the attempt failed, and this is why
+    error: str = ""  # the attempt failed, and this is why
+    lost: str = ""  # a part of the attempt's machinery went away (a node, a rank's peers): retried as a worker loss
+    preempted: str = ""  # it checkpointed on the cluster's warning (time limit, preemption): requeued at once
+    cancelled_outside: str = ""  # stopped from outside the lab (scancel): the job ends cancelled with this reason
     run_id: str = ""  # the MLflow run this attempt's trainer reported ('' if it never started one)
 
 
@@ -91,11 +105,14 @@ class Supervisor:
         self.folder = attempt_folder(job)
         self.outcome = Outcome()
         self.ending: dict[str, Any] | None = None
+        self.stop_sent = False
+        self.progressed = False
         self._output_at = 0.0
         self._output_offset = 0
 
     def run(self) -> Outcome:
         resources = Resources.from_dict(self.job.resources)
+        self.ranks = resources.world_size
         AttemptSpec(kind=self.job.kind, config=self.job.config, out_dir=self.job.out_dir,
                     tracking_uri=settings.MLFLOW_TRACKING_URI, tags=job_tags(self.job)).write(self.folder)
         self.launch = launch = LAUNCHERS[resources.launcher](self.folder, resources, env=attempt_env(self.job))
@@ -104,6 +121,8 @@ class Supervisor:
         stop_sent = None
         while True:
             status = launch.poll()
+            if launch.waiting and not self.progressed:  # queued in the cluster: the row says why
+                self.heartbeat.on_progress(0.0, None, launch.waiting)
             for event in reader.new_events():
                 self._take(event)
             self._forward_output(force=status is not None)
@@ -111,6 +130,7 @@ class Supervisor:
                 break
             if stop_sent is None and self.heartbeat.stop_requested():
                 stop_sent = time.monotonic()
+                self.stop_sent = True
                 launch.stop()
                 services.append_log(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
             elif stop_sent is not None and time.monotonic() - stop_sent > settings.LAB_STOP_GRACE_SECONDS:
@@ -123,6 +143,7 @@ class Supervisor:
     def _take(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "progress":
+            self.progressed = True
             self.heartbeat.on_progress(float(event.get("progress") or 0.0), event.get("eta"),
                                        str(event.get("stage") or ""))
         elif kind == "run":
@@ -153,16 +174,34 @@ class Supervisor:
         services.append_log(self.job.id, chunk[:end].decode("utf-8", "replace"))
 
     def _conclude(self, status: int) -> Outcome:
-        if self.ending is not None and self.ending["event"] == "done":
-            self.outcome.stopped = bool(self.ending.get("stopped"))
-            self.outcome.record = self.ending.get("record") or {}
-        elif self.ending is not None:
-            self.outcome.error = str(self.ending.get("error") or "the trainer failed")[:2000]
+        outcome, ending = self.outcome, self.ending or {}
+        verdict = self.launch.verdict(status)  # what the placement says: "", "cancelled", "preempted", "lost"
+        how = self.launch.end_text(status)
+        if ending.get("event") == "done":
+            outcome.stopped = bool(ending.get("stopped"))
+            outcome.record = ending.get("record") or {}
+            if outcome.stopped and not self.stop_sent:  # nobody in the lab asked it to stop
+                if ending.get("signal") == "SIGUSR1" or verdict == "preempted":
+                    outcome.preempted = "the cluster warned of its time limit or a preemption"
+                else:
+                    outcome.cancelled_outside = f"stopped from outside the lab by {ending.get('signal') or 'a signal'}"
+                    outcome.cancelled_outside += f" (the trainer {how})" if verdict == "cancelled" else ""
+        elif ending.get("event") == "failed" and not (ending.get("lost_peers") or verdict == "lost"):
+            outcome.error = str(ending.get("error") or "the trainer failed")[:2000]
+        elif verdict == "lost" or ending.get("lost_peers") or (not ending and self.ranks > 1):
+            # A rank or node of a multi-rank trainer went away (its peers' collective failed, or rank 0 itself went
+            # without a word): retried like a vanished worker, up to LAB_MAX_WORKER_LOSSES.
+            detail = ending.get("error") or last_lines(self.folder / OUTPUT_FILE, lines=4)
+            outcome.lost = f"the trainer {how}" + (f": {detail[:300]}" if detail else "")
+        elif verdict == "cancelled" and not self.stop_sent:
+            outcome.cancelled_outside = f"the trainer {how}, cancelled from outside the lab before a checkpoint"
+        elif verdict == "preempted":
+            outcome.preempted = f"the trainer {how}"
         else:
             tail = last_lines(self.folder / OUTPUT_FILE, lines=6)
-            self.outcome.error = f"the trainer {self.launch.end_text(status)} before reporting an outcome" + (
+            outcome.error = f"the trainer {how} before reporting an outcome" + (
                 f"; its last output: {tail}" if tail else "")
-        return self.outcome
+        return outcome
 
 
 def attempt_folder(job) -> Path:
@@ -194,10 +233,11 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-def close_failed_run(job, run_id: str, reason: str) -> None:
-    """The job's MLflow run ends FAILED with the reason: the trainer's own when it failed knowingly; else (it
-    crashed, or failed before its run existed, e.g. on data that went bad after submission) the run it left RUNNING,
-    or a new one continuing the job's, is marked here."""
+def close_run(job, run_id: str, status: str, reason: str) -> None:
+    """The job's MLflow run ends `status` (FAILED, KILLED) with the reason, unless the trainer ended it itself: a
+    trainer that crashed, or failed before its run existed (data that went bad after submission), or was killed from
+    outside before a checkpoint leaves that to here; with no run of this attempt, the job's run (or a new one) is
+    continued to say so."""
     from xdc.tracking import MLflowTracker
 
     if not settings.MLFLOW_TRACKING_URI:
@@ -211,9 +251,9 @@ def close_failed_run(job, run_id: str, reason: str) -> None:
                                run_name=job.config.get("run_name") or job.name, tags={"kind": job.kind})
         if not job.mlflow_run_id:
             services.set_run(job.id, run_id=run_id, experiment_id=tracker.client.get_run(run_id).info.experiment_id)
-        tracker.finish("FAILED", error=reason)
-    except Exception:  # the row still records the failure; a tracking outage must not hide it
-        log.exception("job %s: could not mark its MLflow run FAILED", job.id)
+        tracker.finish(status, error=reason)
+    except Exception:  # the row still records the outcome; a tracking outage must not hide it
+        log.exception("job %s: could not mark its MLflow run %s", job.id, status)
 
 
 class Heartbeat:

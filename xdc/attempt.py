@@ -7,8 +7,10 @@ reports through `FOLDER/events.jsonl`, appended by rank 0 only, one JSON object 
     {"event": "run", "run_id": ..., "experiment_id": ...}     the MLflow run exists (a resumed job: the same run)
     {"event": "progress", "progress": 0.42, "eta": 61.0, "stage": "round 2/4 epoch 1/3"}   at most every second
     {"event": "resumed", "round": 1, "epoch": 2, "global_step": 120}
-    {"event": "done", "stopped": false, "record": {...}}       the end: finished, or stopped on request (KILLED)
-    {"event": "failed", "error": "..."}                        the end: xdc raised; the error is for the user
+    {"event": "done", "stopped": false, "record": {...}}       the end: finished, or stopped on request (KILLED;
+                                                               "signal" says which: SIGTERM or SLURM's SIGUSR1)
+    {"event": "failed", "error": "...", "lost_peers": false}   the end: xdc raised; the error is for the user
+                                                               (lost_peers: a collective lost another rank)
 
 Why a file: it needs no network path from a compute node back to the lab (a SLURM node can write the shared runs
 folder; it often cannot reach the lab's database or broker), it is read by a supervisor on another machine as easily
@@ -140,16 +142,28 @@ def die_with_parent() -> None:
         os._exit(137)
 
 
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+class StopRequest:
+    """Set by SIGTERM (a stop: the lab's cancel or shutdown, scancel) or SIGUSR1 (SLURM's warning before a time limit
+    or a preemption); remembers which came first."""
 
-    def request(signum, frame):
-        if not stop.is_set():
-            print(f"[attempt] {signal.Signals(signum).name}: checkpointing and stopping", file=sys.stderr, flush=True)
-        stop.set()
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal = ""
 
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def handle(self, signum, frame) -> None:
+        if not self.event.is_set():
+            self.signal = signal.Signals(signum).name
+            print(f"[attempt] {self.signal}: checkpointing and stopping", file=sys.stderr, flush=True)
+        self.event.set()
+
+
+def stop_on_signals() -> StopRequest:
+    stop = StopRequest()
     for signum in STOP_SIGNALS:
-        signal.signal(signum, request)
+        signal.signal(signum, stop.handle)
     return stop
 
 
@@ -167,14 +181,22 @@ def run(folder: Path) -> int:
         text = " ".join(str(exc).split())
         reason = text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
         if events:
-            events.write("failed", error=reason)
+            events.write("failed", error=reason, lost_peers=_lost_peers(exc))
         raise
     if events:
-        events.write("done", stopped=stopped, record=record)
+        events.write("done", stopped=stopped, record=record, signal=stop.signal if stopped else "")
     return 0
 
 
-def _execute(spec: AttemptSpec, events: EventLog | None, stop: threading.Event) -> tuple[bool, dict[str, Any]]:
+def _lost_peers(exc: BaseException) -> bool:
+    """Whether a collective failed because another rank or node went away (torch.distributed's own errors), rather
+    than the run itself going wrong."""
+    import torch.distributed as dist
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and isinstance(exc, dist.DistError)
+
+
+def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> tuple[bool, dict[str, Any]]:
     tracker = _tracker(spec, events)
     progress = events.progress if events else None
     if spec.kind == "pretrain":
@@ -182,7 +204,7 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: threading.Event) 
         from xdc.train import pretrain
 
         result = pretrain(PretrainConfig.from_dict(spec.config), tracker, out_dir=spec.out_dir,
-                          on_progress=progress, should_stop=stop.is_set)
+                          on_progress=progress, should_stop=stop)
         if result.resumed_from and events:
             events.write("resumed", **result.resumed_from)
         return result.stopped, {}
@@ -190,7 +212,7 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: threading.Event) 
         from xdc.evaluation import EvalConfig, evaluate
 
         result = evaluate(EvalConfig.from_dict(spec.config), tracker, out_dir=spec.out_dir,
-                          on_progress=progress, should_stop=stop.is_set)
+                          on_progress=progress, should_stop=stop)
         return result.stopped, result.record
     raise ValueError(f"unknown attempt kind {spec.kind!r}")
 

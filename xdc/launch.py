@@ -101,14 +101,20 @@ class Launch(Protocol):
     """A started attempt, as its supervisor sees it."""
 
     description: str
+    waiting: str  # why it has not started yet ("SLURM job 12 pending: Resources"), "" once it runs
 
     def poll(self) -> int | None: ...  # None while running, else the exit status (negative: killed by that signal)
     def stop(self) -> None: ...  # ask every rank to checkpoint and stop
     def kill(self) -> None: ...  # end every process of the attempt now
     def end_text(self, status: int) -> str: ...  # how it ended, in words ("was killed by SIGSEGV")
+    # What the placement says of an ended attempt: "" (nothing beyond its own report), "cancelled" (from outside),
+    # "preempted" (the cluster took the nodes back: retry at once) or "lost" (a node failed: retry as a loss).
+    def verdict(self, status: int) -> str: ...
 
 
 class LocalLaunch:
+    waiting = ""
+
     def __init__(self, process: subprocess.Popen, description: str):
         self.process = process
         self.description = description
@@ -125,6 +131,9 @@ class LocalLaunch:
 
     def end_text(self, status: int) -> str:
         return exit_text(status)
+
+    def verdict(self, status: int) -> str:
+        return ""
 
     def _signal(self, signum: int) -> None:
         try:
@@ -167,6 +176,10 @@ SLURM_SCRIPT = "job.sbatch"
 WARNING_SECONDS = 120  # SLURM's USR1 this long before the time limit or a preemption: time for a checkpoint
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
+# Ended states that are the cluster's doing, not the trainer's: see Launch.verdict. A time limit reached without a
+# checkpoint counts as a loss, so a job whose limit is shorter than its checkpoints do not requeue for ever.
+SLURM_VERDICTS = {"CANCELLED": "cancelled", "PREEMPTED": "preempted", "NODE_FAIL": "lost", "BOOT_FAIL": "lost",
+                  "TIMEOUT": "lost"}
 RENDEZVOUS_PORT = 29500  # + the SLURM job id modulo 10000: jobs sharing a first node do not collide
 
 
@@ -212,6 +225,12 @@ class SlurmLaunch:
             return None
         return 0 if self.state == "COMPLETED" else (code or 1)
 
+    @property
+    def waiting(self) -> str:
+        if self.state != "PENDING":
+            return ""
+        return f"SLURM job {self.job_id} pending" + (f": {self.reason}" if self.reason and self.reason != "None" else "")
+
     def stop(self) -> None:
         if self.state == "PENDING":
             _slurm(["scancel", self.job_id], self.env, check=False)
@@ -224,6 +243,9 @@ class SlurmLaunch:
     def end_text(self, status: int) -> str:
         reason = f", {self.reason}" if self.reason and self.reason != "None" else ""
         return f"ended as SLURM job {self.job_id} {self.state} (exit status {status}{reason})"
+
+    def verdict(self, status: int) -> str:
+        return SLURM_VERDICTS.get(self.state, "")
 
 
 def slurm_state(job_id: str, env: dict[str, str]) -> tuple[str, int, str] | None:

@@ -1,10 +1,13 @@
 """Jobs placed by SLURM through the lab: a real head-node worker (`SLURM=1 deploy/worker.sh`) submits them with sbatch
-to the loopback cluster of two nodes (tests/slurm.py), supervises and cancels them; what no partition can hold is
-refused at submission."""
+to the loopback cluster of two nodes (tests/slurm.py), supervises and cancels them; a node that dies, the cluster's
+warning before a preemption and a scancel from outside the lab each end where they should; what no partition can
+hold is refused at submission."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import json
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -28,7 +31,8 @@ def slurm_worker(slurm_cluster, start_worker, monkeypatch):
     """The head-node worker, and the site's view of the same cluster (the service asks sinfo at submission)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     services._SLURM_CACHE.clear()
-    process, log = start_worker("head", SLURM="1", SLURM_CONF=str(slurm_cluster.conf), OMP_NUM_THREADS="1")
+    process, log = start_worker("head", SLURM="1", SLURM_CONF=str(slurm_cluster.conf), OMP_NUM_THREADS="1",
+                                LAB_REQUEUE_BACKOFF_SECONDS="1")
     yield log
     services._SLURM_CACHE.clear()
 
@@ -57,6 +61,57 @@ def test_cancel_stops_every_rank_of_a_slurm_job(slurm_worker, slurm_cluster, own
     assert MlflowClient(mlflow_server).get_run(job.mlflow_run_id).info.status == "KILLED"
     assert not Path(job.out_dir, "final.pt").exists()
     assert slurm_cluster.run(["squeue", "-h"]).stdout.strip() == ""  # nothing left on the cluster
+
+
+def running_with_a_checkpoint(own_jobs, job, timeout: float = 300):
+    checkpoints = Path(job.out_dir, "checkpoints")
+    return own_jobs.wait(job, "running", until=lambda j: checkpoints.is_dir() and any(checkpoints.iterdir()),
+                         timeout=timeout)
+
+
+def slurm_job_id(job, attempt: int = 1) -> str:
+    return json.loads(Path(job.out_dir, "attempts", str(attempt), "slurm.json").read_text())["job_id"]
+
+
+def one_run(mlflow_server, job):
+    runs = MlflowClient(mlflow_server).search_runs([job.mlflow_experiment_id], f"tags.job_id = '{job.pk}'")
+    assert [r.info.run_id for r in runs] == [job.mlflow_run_id]
+    return runs[0]
+
+
+def test_a_node_that_dies_fails_the_attempt_and_the_retry_resumes(slurm_worker, slurm_cluster, own_jobs, videos,
+                                                                  mlflow_server):
+    job = running_with_a_checkpoint(own_jobs, own_jobs.submit(videos, "rounds=60", resources=TWO_NODES))
+    slurm_cluster.kill_node("n2")  # its slurmd and everything SLURM started on it
+    slurm_cluster.start_node("n2")  # and it reboots
+
+    job = own_jobs.wait(job, "succeeded", timeout=400)
+    assert job.attempt == 2 and job.worker_losses == 1, job.log_tail
+    assert "requeued (the trainer ended as SLURM job" in job.log_tail
+    assert "attempt 2 resumed from the checkpoint at round" in job.log_tail
+    assert one_run(mlflow_server, job).info.status == "FINISHED"
+
+
+def test_the_clusters_warning_checkpoints_and_requeues_and_the_job_resumes(slurm_worker, slurm_cluster, own_jobs,
+                                                                           videos, mlflow_server):
+    job = running_with_a_checkpoint(own_jobs, own_jobs.submit(videos, "rounds=60", resources=TWO_NODES))
+    slurm_cluster.run(["scancel", "--signal=USR1", slurm_job_id(job)])  # what --signal=USR1@120 sends
+
+    job = own_jobs.wait(job, "succeeded", timeout=400)
+    assert job.attempt == 2 and job.worker_losses == 0
+    assert "the cluster warned of its time limit or a preemption: checkpointed, back in the queue" in job.log_tail
+    assert "attempt 2 resumed from the checkpoint" in job.log_tail
+    assert one_run(mlflow_server, job).info.status == "FINISHED"
+
+
+def test_scancel_from_outside_the_lab_ends_the_job_cancelled_with_the_reason(slurm_worker, slurm_cluster, own_jobs,
+                                                                             videos, mlflow_server):
+    job = running_with_a_checkpoint(own_jobs, own_jobs.submit(videos, "rounds=200", resources=TWO_NODES))
+    slurm_cluster.run(["scancel", slurm_job_id(job)])
+
+    job = own_jobs.wait(job, "cancelled", timeout=300)
+    assert job.error.startswith("stopped from outside the lab by SIGTERM") and "CANCELLED" in job.error, job.error
+    assert one_run(mlflow_server, job).info.status == "KILLED"
 
 
 @pytest.mark.parametrize("resources, key, message", [

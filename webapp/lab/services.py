@@ -520,10 +520,13 @@ def fail_job(job_id: int, *, error: str, owner: dict[str, Any] | None = None) ->
     return Job.objects.filter(pk=job_id).first()
 
 
-def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None) -> Job | None:
-    _active(job_id, owner).update(
+def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None, reason: str = "") -> Job | None:
+    """The job ends cancelled: on a user's request, or (`reason`) stopped from outside the lab, e.g. scancel."""
+    changed = _active(job_id, owner).update(
         status=Job.Status.CANCELLED, cancel_requested=False, eta_seconds=None, finished_at=timezone.now(),
-        stage="cancelled")
+        stage=f"cancelled: {reason}"[:300] if reason else "cancelled", **({"error": reason[:20000]} if reason else {}))
+    if changed and reason:
+        append_log(job_id, f"\n[lab] cancelled: {reason}\n")
     return Job.objects.filter(pk=job_id).first()
 
 
@@ -657,25 +660,43 @@ def requeue_stale_jobs(timeout_s: float | None = None) -> list[int]:
     for job in Job.objects.filter(stale, status=Job.Status.RUNNING).only(
             "pk", "heartbeat_at", "cancel_requested", "worker_losses", "stage", "mlflow_run_id"):
         rows = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at)
-        losses = job.worker_losses + 1
         if job.cancel_requested:
             rows.update(status=Job.Status.CANCELLED, cancel_requested=False, finished_at=timezone.now(),
                         stage="cancelled (worker lost)")
-        elif losses >= settings.LAB_MAX_WORKER_LOSSES:
-            reason = (f"worker lost {losses} times during {job.stage or 'its run'}; not retried again "
-                      f"(LAB_MAX_WORKER_LOSSES={settings.LAB_MAX_WORKER_LOSSES})")
-            if rows.update(status=Job.Status.FAILED, error=reason, worker_losses=losses, finished_at=timezone.now(),
-                           eta_seconds=None, stage="failed"):
-                append_log(job.pk, f"\n[lab] {reason}\n")
-                _mark_run_failed(job.mlflow_run_id, reason)
-        elif rows.update(status=Job.Status.QUEUED, worker="", stage="requeued: worker lost", eta_seconds=None,
-                         worker_losses=losses, queued_at=timezone.now(), message_sent_at=None):
-            delay = min(settings.LAB_REQUEUE_BACKOFF_SECONDS * 2 ** (losses - 1), 3600)
-            append_log(job.pk, f"\n[lab] no heartbeat since {job.heartbeat_at}; requeued (worker lost {losses} "
-                               f"times; starts again in {delay:.0f} s or later)\n")
+        elif _requeue_lost(rows, job, "worker lost", f"no heartbeat since {job.heartbeat_at}"):
             requeued.append(job.pk)
-            transaction.on_commit(lambda pk=job.pk, delay=delay: enqueue(Job.objects.get(pk=pk), countdown=delay))
     return requeued
+
+
+def requeue_after_loss(job_id: int, *, owner: dict[str, Any], reason: str) -> Job | None:
+    """Requeue a running job whose attempt lost part of its machinery (a node of a multi-node job; a rank's peers)
+    rather than failing on its own: counted like a vanished worker, with the same back-off and limit."""
+    job = _active(job_id, owner).only("pk", "worker_losses", "stage", "mlflow_run_id").first()
+    if job is not None:
+        _requeue_lost(_active(job_id, owner), job, reason, reason)
+    return Job.objects.filter(pk=job_id).first()
+
+
+def _requeue_lost(rows, job: Job, short: str, detail: str) -> bool:
+    """Requeue `rows` (the job, under the caller's condition) after a loss with a doubling back-off, or fail it once
+    it has been lost LAB_MAX_WORKER_LOSSES times; whether it was requeued."""
+    losses = job.worker_losses + 1
+    if losses >= settings.LAB_MAX_WORKER_LOSSES:
+        reason = (f"{short} {losses} times during {job.stage or 'its run'}; not retried again "
+                  f"(LAB_MAX_WORKER_LOSSES={settings.LAB_MAX_WORKER_LOSSES})")
+        if rows.update(status=Job.Status.FAILED, error=reason, worker_losses=losses, finished_at=timezone.now(),
+                       eta_seconds=None, stage="failed"):
+            append_log(job.pk, f"\n[lab] {detail}; {reason}\n")
+            _mark_run_failed(job.mlflow_run_id, reason)
+        return False
+    if not rows.update(status=Job.Status.QUEUED, worker="", stage=f"requeued: {short}", eta_seconds=None,
+                       worker_losses=losses, queued_at=timezone.now(), message_sent_at=None):
+        return False
+    delay = min(settings.LAB_REQUEUE_BACKOFF_SECONDS * 2 ** (losses - 1), 3600)
+    append_log(job.pk, f"\n[lab] {detail}; requeued ({short} {losses} times; starts again in {delay:.0f} s or "
+                       f"later)\n")
+    transaction.on_commit(lambda pk=job.pk, delay=delay: enqueue(Job.objects.get(pk=pk), countdown=delay))
+    return True
 
 
 def _mark_run_failed(run_id: str, reason: str) -> None:
