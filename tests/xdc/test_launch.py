@@ -18,7 +18,7 @@ from xdc.attempt import OUTPUT_FILE, AttemptSpec, EventReader, child_pids, last_
 from xdc.checkpoint import list_checkpoints, load_latest
 from xdc.config import load_config
 from xdc.errors import ConfigError
-from xdc.launch import Resources, launch_local
+from xdc.launch import Resources, exit_text, launch_local
 
 
 @pytest.mark.parametrize("raw, key", [
@@ -47,6 +47,12 @@ def test_a_resource_spec_reads_as_words_and_counts_its_ranks():
     four = Resources.from_dict({"gpus": 4})
     assert (four.world_size, four.describe()) == (4, "4 GPUs")
     assert Resources().describe() == "1 GPU"
+
+
+def test_exit_statuses_read_as_words():
+    assert exit_text(-signal.SIGSEGV) == "was killed by SIGSEGV"
+    assert "out of memory" in exit_text(-signal.SIGKILL)
+    assert exit_text(3) == "exited with status 3"
 
 
 def tiny_spec(folder: Path, data: Path, out: Path, *overrides: str) -> Path:
@@ -140,7 +146,7 @@ def test_killing_the_supervisor_leaves_no_trainer_behind(synthetic_root, tmp_pat
     folder = tiny_spec(tmp_path / "attempt", synthetic_root, tmp_path / "out", "rounds=50", "data.num_workers=1")
     code = ("import os, sys, time\n"
             "from pathlib import Path\n"
-            "from xdc.launch import Resources, launch_local\n"
+            "from xdc.launch import Resources, exit_text, launch_local\n"
             "launch = launch_local(Path(sys.argv[1]), Resources(resource='cpu', gpus=0, cpu_ranks=2),\n"
             "                      env={**os.environ, 'OMP_NUM_THREADS': '1'})\n"
             "print(launch.process.pid, flush=True)\n"
