@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# XDC Lab's Celery workers: one job at a time per worker.
-#   GPUS=0,1 deploy/worker.sh   one worker per GPU, each on queue "gpu" with CUDA_VISIBLE_DEVICES set to its GPU
-#   deploy/worker.sh            one worker on queues "cpu" and "gpu" (a CPU machine, the demo)
+# XDC Lab's Celery workers.
+#   GPUS=0,1,2,3 deploy/worker.sh   one worker owning GPUs 0-3: it runs jobs of 1 to 4 GPUs side by side on GPUs no
+#                                   other job holds, consuming queue gpu<g> while g of its GPUs are free
+#                                   (workers/gpus.py); up to 4 jobs at once
+#   deploy/worker.sh            one worker on queues "cpu" and "gpu1" (a CPU machine, the demo), one job at a time
 #   SLURM=1 deploy/worker.sh    the SLURM head-node worker on queue "slurm": it submits jobs with sbatch and
 #                               supervises up to SLURM_JOBS (16) of them at once; it needs no GPU
-# A local job's trainer is a child of the task's thread (it dies with it: PR_SET_PDEATHSIG), so local workers run
-# one job at a time on the solo pool. Extra arguments go to every `celery worker`.
+# A job's trainer is a process of its own, a child of the task's thread (it dies with it: PR_SET_PDEATHSIG); the
+# pools' threads live as long as the worker. Extra arguments go to `celery worker`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CELERY=${CELERY:-.venv/bin/celery}
@@ -17,12 +19,11 @@ if [ -n "${SLURM:-}" ] && [ "${SLURM}" != 0 ]; then
 fi
 
 if [ -z "${GPUS:-}" ]; then
-  exec "${worker[@]}" -Q "${QUEUES:-cpu,gpu}" -n "cpu@%h" "$@"
+  exec "${worker[@]}" -Q "${QUEUES:-cpu,gpu1}" -n "cpu@%h" "$@"
 fi
-pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
-for gpu in ${GPUS//,/ }; do
-  CUDA_VISIBLE_DEVICES=$gpu "${worker[@]}" -Q "${QUEUES:-gpu}" -n "gpu$gpu@%h" "$@" &
-  pids+=($!)
-done
-until wait; do :; done  # a trapped signal interrupts `wait`; keep waiting while the workers finish their jobs
+# Larger sizes first: a worker with every GPU free serves the queued job that needs them all before small ones.
+count=$(tr ',' '\n' <<<"$GPUS" | grep -c .)
+queues=$(for ((g = count; g >= 1; g--)); do printf 'gpu%d,' "$g"; done)
+export LAB_WORKER_GPUS=$GPUS
+exec "$CELERY" -A workers worker --pool threads --concurrency "$count" --loglevel "${LOGLEVEL:-info}" \
+  -Q "${QUEUES:-${queues%,}}" -n "gpus@%h" "$@"

@@ -40,14 +40,16 @@ OUTPUT_SECONDS = 5.0  # the trainer's output reaches the log tail this often
 SHUTTING_DOWN = threading.Event()
 
 
-def run_attempt(job) -> None:
-    """Run a job that `services.claim_job` handed to this worker, and leave its row in a final state, unless the
-    row was taken from this attempt meanwhile (requeued as stale): then the new attempt owns it."""
-    services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}\n")
+def run_attempt(job, *, gpus: list[str] | None = None) -> None:
+    """Run a job that `services.claim_job` handed to this worker (on `gpus` of the worker's set, when it owns one),
+    and leave its row in a final state, unless the row was taken from this attempt meanwhile (requeued as stale):
+    then the new attempt owns it."""
+    on = f", GPUs {','.join(gpus)}" if gpus else ""
+    services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}{on}\n")
     heartbeat = Heartbeat(job.id, worker=job.worker, interval=settings.LAB_HEARTBEAT_SECONDS)
     heartbeat.start()
     try:
-        outcome = Supervisor(job, heartbeat).run()
+        outcome = Supervisor(job, heartbeat, gpus=gpus).run()
     except Exception as exc:  # the attempt could not start (its folder unwritable, no launcher of that name here)
         log.exception("job %s: the attempt did not start", job.id)
         outcome = Outcome(error=one_line(exc))
@@ -99,9 +101,10 @@ class Outcome:
 class Supervisor:
     """Starts the job's attempt and follows it to its end."""
 
-    def __init__(self, job, heartbeat: Heartbeat):
+    def __init__(self, job, heartbeat: Heartbeat, *, gpus: list[str] | None = None):
         self.job = job
         self.heartbeat = heartbeat
+        self.gpus = gpus
         self.folder = attempt_folder(job)
         self.outcome = Outcome()
         self.ending: dict[str, Any] | None = None
@@ -115,7 +118,8 @@ class Supervisor:
         self.ranks = resources.world_size
         AttemptSpec(kind=self.job.kind, config=self.job.config, out_dir=self.job.out_dir,
                     tracking_uri=settings.MLFLOW_TRACKING_URI, tags=job_tags(self.job)).write(self.folder)
-        self.launch = launch = LAUNCHERS[resources.launcher](self.folder, resources, env=attempt_env(self.job))
+        env = attempt_env(self.job, gpus=self.gpus)
+        self.launch = launch = LAUNCHERS[resources.launcher](self.folder, resources, env=env)
         services.append_log(self.job.id, f"[worker] trainer started: {launch.description}\n")
         reader = EventReader(self.folder)
         stop_sent = None
@@ -208,12 +212,16 @@ def attempt_folder(job) -> Path:
     return Path(job.out_dir) / "attempts" / str(job.attempt)
 
 
-def attempt_env(job) -> dict[str, str]:
-    """The trainer's environment: the worker's (CUDA_VISIBLE_DEVICES, MLflow credentials), with xdc's cache that of
-    the job's team (`$XDC_CACHE/teams/<slug>`), so no team's job reads what another team's left there."""
+def attempt_env(job, *, gpus: list[str] | None = None) -> dict[str, str]:
+    """The trainer's environment: the worker's (MLflow credentials, SLURM_CONF), on the GPUs leased to the job when the
+    worker owns a set (CUDA_VISIBLE_DEVICES), with xdc's cache that of the job's team (`$XDC_CACHE/teams/<slug>`),
+    so no team's job reads what another team's left there."""
     from xdc.data.index import default_cache_dir
 
-    return {**os.environ, "XDC_CACHE": str(default_cache_dir() / "teams" / job.team.slug)}
+    env = {**os.environ, "XDC_CACHE": str(default_cache_dir() / "teams" / job.team.slug)}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env
 
 
 def job_tags(job) -> dict[str, str]:

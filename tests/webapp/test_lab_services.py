@@ -98,7 +98,7 @@ class TestSubmit:
         settings.LAB_ENQUEUE = "celery"
         job = submit_pretrain(alice, team_a, dataset_a)
         assert services.enqueue(job) == "task-1"
-        assert calls == [{"args": [job.pk], "queue": "gpu", "priority": 5, "countdown": None, "retry": False}]
+        assert calls == [{"args": [job.pk], "queue": "gpu1", "priority": 5, "countdown": None, "retry": False}]
         job.refresh_from_db()
         assert job.celery_task_id == "task-1" and job.message_sent_at is not None
 

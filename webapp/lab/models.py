@@ -177,9 +177,12 @@ class Job(models.Model):
 
     @property
     def queue_name(self) -> str:
-        """The Celery queue of the workers that run it: 'gpu' or 'cpu' by its resource, or 'slurm' (a worker on
-        the cluster's head node that submits and supervises) when SLURM places it."""
-        return "slurm" if self.resources.get("launcher") == "slurm" else self.resource
+        """The Celery queue of the workers that run it: 'cpu'; 'gpu<g>' for a job of g GPUs, which a worker consumes
+        while g of its GPUs are free (workers/gpus.py); or 'slurm' (the cluster's head-node worker submits and
+        supervises) when SLURM places it."""
+        if self.resources.get("launcher") == "slurm":
+            return "slurm"
+        return f"gpu{self.resources.get('gpus', 1)}" if self.resource == "gpu" else "cpu"
 
     @property
     def placement(self) -> str:

@@ -447,6 +447,21 @@ def resend_unsent(older_than_s: float = 30.0) -> list[int]:
 # -- the worker's side -------------------------------------------------------------------------------------------
 
 
+def local_gpus(job_id: int) -> int:
+    """The GPUs a job takes on the worker that runs it: its GPUs per node for a local GPU job, else none."""
+    spec = Job.objects.filter(pk=job_id).values_list("resources", flat=True).first() or {}
+    local_gpu = spec.get("resource") == "gpu" and spec.get("launcher", "local") == "local"
+    return int(spec.get("gpus", 1)) if local_gpu else 0
+
+
+def send_back(job_id: int) -> None:
+    """A queued job's message reached a worker that cannot run it now (its GPUs were taken meanwhile): send it to its
+    queue again, for this worker later or another one now."""
+    job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).first()
+    if job is not None:
+        enqueue(job)
+
+
 def claim_job(job_id: int, *, worker: str, task_id: str) -> Job | None:
     """Move a queued job to running for this worker; None when it is not queued (claimed, cancelled, done)."""
     now = timezone.now()
