@@ -29,7 +29,7 @@ test-fast: install system-packages
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
-	bash deploy/demo.sh
+	SLURM=$(SLURM) bash deploy/demo.sh
 
 # `make worker GPUS=0,1`: one Celery worker per GPU; without GPUS, one worker on the cpu and gpu queues;
 # `make worker SLURM=1`: the SLURM head-node worker (queue slurm).

@@ -5,6 +5,8 @@
 # pretraining that fans out to two evaluations when it succeeds.
 # DEMO_SERVE=0 exits when the jobs are done; otherwise everything stays up until Ctrl-C.
 # MLFLOW_PORT / WEB_PORT pick other ports; DEMO_BROKER=filesystem forces the fallback broker.
+# SLURM=1 also starts a two-node SLURM cluster on loopback (deploy/slurm_loopback.py; slurm-wlm and munge are
+# installed first if missing) with the lab's head-node worker, and submits a 2-node pretraining to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$PWD/.venv/bin/python
@@ -77,22 +79,35 @@ else  # no priorities, and a killed worker's job comes back through the stale-jo
 fi
 echo "broker: $CELERY_BROKER_URL"
 
+if [ -n "${SLURM:-}" ] && [ "$SLURM" != 0 ]; then
+  $PY -c "import sys; from deploy.slurm_loopback import missing; sys.exit(bool(missing()))" ||
+    bash deploy/system-packages.sh
+  start slurm $PY deploy/slurm_loopback.py "$DEMO/slurm"
+  for _ in $(seq 120); do grep -q '^SLURM_CONF=' "$DEMO/slurm.log" && break; kill -0 "${groups[-1]}" || break; sleep 0.5; done
+  grep -q '^SLURM_CONF=' "$DEMO/slurm.log" || { echo "the SLURM cluster did not start; see $DEMO/slurm.log" >&2; exit 1; }
+  export SLURM_CONF=$DEMO/slurm/slurm.conf
+  echo "SLURM: two nodes on loopback, $SLURM_CONF"
+fi
+
 start mlflow .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$DEMO/mlflow.db" --artifacts-destination "$DEMO/mlartifacts"
 MLFLOW_PID=${groups[-1]}
-start worker bash deploy/worker.sh
+SLURM= start worker bash deploy/worker.sh
+if [ -n "${SLURM_CONF:-}" ]; then
+  SLURM=1 start slurm-worker bash deploy/worker.sh
+fi
 start web $PY manage.py runserver "127.0.0.1:$WEB_PORT" --noreload
 WEB_PID=${groups[-1]}
 wait_http mlflow "$MLFLOW_TRACKING_URI/health" "$MLFLOW_PID"
 wait_http web "$DEMO_SITE_URL/healthz" "$WEB_PID"
 
-JOB=$($PY deploy/demo_lab.py submit)
+JOB=$($PY deploy/demo_lab.py submit ${SLURM_CONF:+--slurm})
 cat <<EOF
 
 XDC Lab is up (logs in $DEMO/*.log):
   site     $DEMO_SITE_URL   log in as demo / xdc-demo-lab
   job      $DEMO_SITE_URL/jobs/$JOB/   (a small XDC pretraining; on success it queues UCF101 and ESC-50 evaluations;
-           random-init baselines of both follow)
+           random-init baselines of both follow${SLURM_CONF:+; and a 2-node pretraining placed by SLURM})
   MLflow   $MLFLOW_TRACKING_URI
 
 EOF

@@ -2,7 +2,9 @@
 
     demo_lab.py setup DATA     the demo user and team, and DATA registered as datasets (folder, ucf101, esc50)
     demo_lab.py submit         a small XDC pretraining that queues its evaluations when it succeeds, and the same
-                               evaluations of a random-init encoder (the leaderboard's baseline row)
+                               evaluations of a random-init encoder (the leaderboard's baseline row); with --slurm
+                               also a 2-node pretraining that SLURM places (the tiny preset: the nodes share this
+                               machine's cores)
     demo_lab.py wait JOB       wait until JOB, its evaluations and the baselines have finished; print what they gave
 """
 
@@ -37,6 +39,7 @@ DATASETS = (("demo-videos", "folder", "."), ("demo-ucf101", "ucf101", "ucf101"),
 EVALUATIONS = (("demo-ucf101", "linear", 1), ("demo-esc50", "svm", 1))
 EVAL_PRESET = "small"
 BASELINE_NAME = "demo: random-init baseline"
+SLURM_NAME = "demo: XDC on 2 SLURM nodes"
 
 
 def setup(data: Path) -> None:
@@ -52,7 +55,7 @@ def setup(data: Path) -> None:
             print(f"registered dataset {name}: {dataset.files} files of {dataset.classes} classes ({layout})")
 
 
-def submit() -> None:
+def submit(*, slurm: bool = False) -> None:
     team = Team.objects.get(slug=TEAM_SLUG)
     datasets = {d.name: d for d in Dataset.objects.filter(team=team)}
     # Pretrained on the UCF101 layout's training split, so split 1's test videos stay unseen until evaluation.
@@ -72,6 +75,10 @@ def submit() -> None:
                     "width": config["model"]["video_width"]}
         services.submit_jobs(user, team, Job.Kind.EVALUATE, [baseline], dataset=dataset,
                              resources={"resource": "cpu"}, priority=6, name=BASELINE_NAME)
+    if slurm:
+        tiny = load_config(preset="tiny", base={"data": {"path": training.path, "layout": "ucf101"}}).to_dict()
+        services.submit_jobs(user, team, Job.Kind.PRETRAIN, [tiny], dataset=training, name=SLURM_NAME,
+                             resources={"resource": "cpu", "nodes": 2, "launcher": "slurm"})
     print(job.pk)
 
 
@@ -80,7 +87,7 @@ def wait(job_id: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        jobs = list(Job.objects.filter(Q(pk=job_id) | Q(parent_id=job_id) | Q(name=BASELINE_NAME))
+        jobs = list(Job.objects.filter(Q(pk=job_id) | Q(parent_id=job_id) | Q(name__in=[BASELINE_NAME, SLURM_NAME]))
                     .order_by("pk"))
         line = "  ".join(f"#{j.pk} {j.kind} {j.status} {j.progress:4.0%}" for j in jobs)
         if line != last:
@@ -111,7 +118,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup").add_argument("data", type=Path)
-    commands.add_parser("submit")
+    commands.add_parser("submit").add_argument("--slurm", action="store_true")
     waiting = commands.add_parser("wait")
     waiting.add_argument("job", type=int)
     waiting.add_argument("--timeout", type=float, default=1800)
@@ -119,7 +126,7 @@ def main() -> int:
     if args.command == "setup":
         setup(args.data.resolve())
     elif args.command == "submit":
-        submit()
+        submit(slurm=args.slurm)
     else:
         return wait(args.job, args.timeout)
     return 0

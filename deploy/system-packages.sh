@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages the lab needs beyond Python: the real-material datasets' synthesisers (espeak-ng, fluidsynth
 # and its General MIDI sound font), Redis for the broker, Chromium for the browser test, and slurm-wlm with munge for
-# the two-node SLURM cluster the multi-node tests start on loopback (tests/slurm.py). Installs what is
+# the two-node SLURM cluster the multi-node tests start on loopback (deploy/slurm_loopback.py). Installs what is
 # missing with apt-get (as root, or through sudo); prints the command and fails where it cannot.
 set -euo pipefail
 

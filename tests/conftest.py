@@ -232,14 +232,14 @@ def _use_broker(app, url: str) -> None:
     app._after_fork()  # drops the app's connection and producer pools, so the next message goes to `url`
 
 
-# -- a real SLURM cluster of two nodes on loopback (tests/slurm.py) -----------------------------------------------
+# -- a real SLURM cluster of two nodes on loopback (deploy/slurm_loopback.py) -----------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """The loopback cluster, up for the session; skipped with the reason only where slurm-wlm or munge is missing
     (deploy/system-packages.sh installs them)."""
-    from tests.slurm import LoopbackCluster, missing
+    from deploy.slurm_loopback import LoopbackCluster, missing
 
     if missing():
         pytest.skip(f"needs slurm-wlm and munge: {', '.join(missing())} not found (deploy/system-packages.sh)")

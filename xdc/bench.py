@@ -30,6 +30,11 @@ What is compared with what, and why:
 - Clustering (`cluster.faiss_kmeans` vs `cluster.sklearn_kmeans`): `cluster_features` (PCA-whitening, L2 norm,
   faiss k-means, assignment, empty-cluster split) against the same preprocessing followed by scikit-learn's
   `KMeans(n_init=1, max_iter=same, tol=0)` (so it cannot stop early) on a Gaussian mixture; NMI between the two.
+- DDP scaling (`ddp.one_rank`, `ddp.two_ranks`): the trainer's step as 1 rank and as 2 DDP ranks on the same total
+  cores (CPU: gloo ranks with half the threads each; CUDA: one GPU per rank, where two are present), each rank on
+  its own batch of the per-rank size, as in training; clips/s over both ranks, and the ratio 2 ranks / 1 rank. The
+  all-reduce share of the 2-rank step is 1 - (step time under DDP's `no_sync`, which skips the gradient all-reduce)
+  / (the full step's time), the two alternating block by block.
 - Memory: peaks during the end-to-end run, which goes first so nothing an earlier benchmark left allocated counts:
   host RSS sampled every 50 ms (this process alone, and with its loader workers, whose shared pages are then
   counted more than once), and `torch.cuda.max_memory_allocated` on CUDA.
@@ -37,6 +42,7 @@ What is compared with what, and why:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -68,7 +74,7 @@ from xdc.data.clips import ClipDataset, Video, clip_loader, random_requests
 from xdc.data.media import read_clip
 from xdc.data.synthetic import make_synthetic
 from xdc.data.transforms import normalize_video
-from xdc.distributed import Dist
+from xdc.distributed import Dist, init_distributed, shutdown
 from xdc.errors import ConfigError
 from xdc.models import AudioResNet18, R2Plus1D18
 from xdc.tracking import NullTracker
@@ -161,7 +167,8 @@ def run_benchmarks(out: Path, *, device: str = "auto", quick: bool = False, tiny
     end_to_end = bench_end_to_end(cfg, target, out / "runs" / "end_to_end")  # first: its memory peaks start clean
     step = bench_train_step(cfg, sizes, target, out / "runs" / "step")
     end_to_end[0].ratio = end_to_end[0].value / step[-1].value
-    results = [*step, *end_to_end, *bench_clip_pipeline(cfg, sizes), *bench_clustering(sizes)]
+    results = [*step, *end_to_end, *bench_ddp_scaling(cfg, sizes, target, out / "runs" / "ddp"),
+               *bench_clip_pipeline(cfg, sizes), *bench_clustering(sizes)]
     machine["load_average_end"] = _load_average()
     report = {"machine": machine, "results": [r.to_dict() for r in results]}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -322,6 +329,94 @@ def _alternate_blocks(steps: dict[str, Callable[[int], Any]], *, sizes: Sizes,
             _sync(device)
             rates[name].append(sizes.batch * sizes.iters / (time.perf_counter() - begin))
     return {name: statistics.median(values) for name, values in rates.items()}
+
+
+# -- DDP scaling ---------------------------------------------------------------------------------------------------
+
+
+def bench_ddp_scaling(cfg: PretrainConfig, sizes: Sizes, device: torch.device, workdir: Path) -> list[Result]:
+    """The trainer's step as 1 rank and as 2 DDP ranks on the same cores (or one GPU each), and the all-reduce
+    share of the 2-rank step; no rows where two ranks cannot be had (one GPU, one core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda" and torch.cuda.device_count() < 2:
+        _say("DDP scaling: skipped, one GPU only")
+        return []
+    if device.type == "cpu" and cores < 2:
+        _say("DDP scaling: skipped, one core only")
+        return []
+    _say("timing DDP: the trainer's step as 1 rank and as 2 ranks")
+    one = _ddp_rates(cfg, sizes, device, workdir / "one", world=1, threads=cores)
+    two = _ddp_rates(cfg, sizes, device, workdir / "two", world=2, threads=max(1, cores // 2))
+    share = max(0.0, 1.0 - two["no_sync"] / two["synced"]) if two["no_sync"] else 0.0  # times per step, not rates
+    where = (f"gloo on CPU, {cores} cores in all (1 rank x {cores} threads, 2 ranks x {max(1, cores // 2)})"
+             if device.type == "cpu" else "NCCL, one GPU per rank")
+    return [
+        Result("ddp.one_rank", one["clips_per_s"], "clips/s", notes=f"the trainer's step, 1 process; {where}"),
+        Result("ddp.two_ranks", two["clips_per_s"], "clips/s", two["clips_per_s"] / one["clips_per_s"],
+               f"2 DDP ranks, batch {cfg.batch_size} each, clips/s over both; ratio = 2 ranks / 1 rank; all-reduce "
+               f"{share:.0%} of the step (1 - no_sync step time / full step time)"),
+    ]
+
+
+def _ddp_rates(cfg: PretrainConfig, sizes: Sizes, device: torch.device, workdir: Path, *, world: int,
+               threads: int) -> dict[str, float]:
+    import torch.multiprocessing as mp
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = workdir / "rates.json"
+    result.unlink(missing_ok=True)
+    port = _free_port()
+    mp.start_processes(_ddp_rank, args=(world, port, cfg.to_dict(), asdict(sizes), device.type, threads,
+                                        str(workdir)), nprocs=world, join=True, start_method="spawn")
+    return json.loads(result.read_text())
+
+
+def _ddp_rank(rank: int, world: int, port: int, raw_cfg: dict, raw_sizes: dict, device_type: str, threads: int,
+              workdir: str) -> None:
+    """One rank of the DDP benchmark (a spawned process): the trainer set up as `pretrain()` does under torchrun,
+    timed on its own batches; rank 0 writes the rates."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    cfg, sizes = PretrainConfig.from_dict(raw_cfg), Sizes(**{**raw_sizes, "video_size": tuple(raw_sizes["video_size"])})
+    group = init_distributed(device_type)
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    run = None
+    try:
+        run = _Pretraining(cfg, NullTracker(), Path(workdir), group, device, None, None)
+        run.data = run._load_data()
+        run._build(None)
+        run.net.train()
+        batches = _host_batches(run.data.videos, cfg, count=2, pin=device.type == "cuda")
+        targets = {space: torch.randint(0, sizes.k, (len(run.data.videos),), device=device)
+                   for space in ("video", "audio")}
+
+        def step(i: int) -> None:
+            run._train_step(batches[i % len(batches)], targets)
+
+        def unsynced(i: int) -> None:
+            with run.net.no_sync():
+                step(i)
+
+        steps = {"synced": step, **({"no_sync": unsynced} if group.active else {})}
+        rates = _alternate_blocks(steps, sizes=sizes, device=device)
+        if group.main:
+            seconds = {name: sizes.batch * 1.0 / rate for name, rate in rates.items()}  # per step, one rank's batch
+            Path(workdir, "rates.json").write_text(json.dumps({
+                "clips_per_s": rates["synced"] * world, "synced": seconds["synced"],
+                "no_sync": seconds.get("no_sync", 0.0)}))
+    finally:
+        del run  # DDP's reducer goes before the process group (see xdc.train.pretrain)
+        gc.collect()
+        shutdown(group)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # -- (a) end to end, and (d) its peak memory -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Jobs placed by SLURM through the lab: a real head-node worker (`SLURM=1 deploy/worker.sh`) submits them with sbatch
-to the loopback cluster of two nodes (tests/slurm.py), supervises and cancels them; a node that dies, the cluster's
+to the loopback cluster of two nodes (deploy/slurm_loopback.py), supervises and cancels them; a node that dies, the cluster's
 warning before a preemption and a scancel from outside the lab each end where they should; what no partition can
 hold is refused at submission."""
 

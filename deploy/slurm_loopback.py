@@ -1,11 +1,16 @@
-"""A real SLURM cluster of two nodes on loopback for the tests (Debian's slurm-wlm and munge): one slurmctld and two
-slurmd (`n1`, `n2`, one CPU each) on free ports, state and spool folders under a temporary folder, munged started
-first if none answers. `srun -N2 -n2` runs one task on each node."""
+"""A real SLURM cluster of two nodes on loopback, for the tests and `make demo SLURM=1` (Debian's slurm-wlm and
+munge): one slurmctld and two slurmd (`n1`, `n2`, one CPU each) on free ports, state and spool folders under a
+folder of its own, munged started first if none answers. `srun -N2 -n2` runs one task on each node.
+
+    python deploy/slurm_loopback.py FOLDER    start it, print "SLURM_CONF=FOLDER/slurm.conf", run until SIGTERM
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import socket
 import subprocess
 import time
@@ -162,3 +167,27 @@ def _free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two consecutive free ports")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or missing():
+        print(f"usage: slurm_loopback.py FOLDER (needs {', '.join(missing()) or 'nothing more'}; "
+              "deploy/system-packages.sh installs slurm-wlm and munge)", file=sys.stderr)
+        return 2
+    root = Path(argv[0]).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    cluster = LoopbackCluster(root)
+    cluster.start()
+    print(f"SLURM_CONF={cluster.conf}", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        while all(process.poll() is None for process in cluster.processes):
+            time.sleep(1)
+        print(f"a SLURM daemon exited: {cluster.logs()}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
