@@ -91,6 +91,9 @@ class Resources:
             raise ConfigError(f"{self.nodes} nodes need the slurm launcher; local runs on one host", key="nodes")
         if self.partition and self.launcher != "slurm":
             raise ConfigError("a partition is a SLURM notion; it needs launcher=slurm", key="partition")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]*", self.partition):
+            raise ConfigError(f"partition must be a SLURM partition name (letters, digits, _ . -), got "
+                              f"{self.partition[:40]!r}", key="partition")
         return self
 
 

@@ -46,6 +46,19 @@ def test_a_two_rank_job_trains_as_torchrun_ranks_in_one_mlflow_run(jobs, videos,
     assert steps and len(steps) == len(set(steps))  # rank 0 alone logs
 
 
+def test_cancel_checkpoints_and_stops_every_rank_of_a_two_rank_job(jobs, videos, mlflow_server):
+    job = jobs.submit(videos, "rounds=200", resources={"resource": "cpu", "cpu_ranks": 2})
+    checkpoints = Path(job.out_dir, "checkpoints")
+    jobs.wait(job, "running", until=lambda j: checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+    services.cancel_job(job)
+    job = jobs.wait(job, "cancelled")
+    assert MlflowClient(mlflow_server).get_run(job.mlflow_run_id).info.status == "KILLED"
+    assert "stop requested: the trainer checkpoints and stops" in job.log_tail
+    assert not running_in(Path(job.out_dir, "attempts", "1"))  # the agent and both ranks have ended
+    assert not Path(job.out_dir, "final.pt").exists()
+
+
 def test_a_crashed_trainer_fails_the_attempt_with_its_last_words_and_the_worker_lives_on(jobs, videos,
                                                                                        mlflow_server):
     job = jobs.submit(videos, "rounds=50")

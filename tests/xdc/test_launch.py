@@ -33,6 +33,8 @@ from xdc.launch import Resources, exit_text, launch_local
     ({"nodes": 0}, "nodes"),
     ({"launcher": "kubernetes"}, "launcher"),
     ({"partition": "gpu"}, "partition"),
+    ({"launcher": "slurm", "partition": "gpu\n#SBATCH --uid=0"}, "partition"),
+    ({"launcher": "slurm", "partition": "gpu --wrap=id"}, "partition"),
     ({"gpu": 1}, "gpu"),
 ])
 def test_a_resource_spec_is_refused_naming_the_key(raw, key):
