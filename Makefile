@@ -31,8 +31,8 @@ test-fast: install system-packages
 demo: install
 	SLURM=$(SLURM) bash deploy/demo.sh
 
-# `make worker GPUS=0,1`: one Celery worker per GPU; without GPUS, one worker on the cpu and gpu queues;
-# `make worker SLURM=1`: the SLURM head-node worker (queue slurm).
+# `make worker GPUS=0,1,2,3`: one Celery worker owning those GPUs (jobs of 1-4 GPUs side by side); without GPUS, one
+# worker on the cpu and gpu1 queues; `make worker SLURM=1`: the SLURM head-node worker (queue slurm).
 worker: install
 	GPUS=$(GPUS) SLURM=$(SLURM) bash deploy/worker.sh
 

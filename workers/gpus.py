@@ -54,6 +54,7 @@ class GpuSet:
 
 
 OWNED = GpuSet([gpu for gpu in os.environ.get("LAB_WORKER_GPUS", "").split(",") if gpu.strip()])
+_SENDING = threading.Lock()  # one update at a time, so a stale list never lands after a newer one
 
 
 @contextlib.contextmanager
@@ -64,21 +65,29 @@ def lease(count: int, *, hostname: str, owned: GpuSet = OWNED):
         yield []
         return
     held = owned.acquire(count)
-    _follow_free_gpus(owned, hostname)
+    follow_free_gpus(hostname, owned)
     try:
         yield held
     finally:
         if held:
             owned.release(held)
-            _follow_free_gpus(owned, hostname)
+            follow_free_gpus(hostname, owned)
 
 
-def _follow_free_gpus(owned: GpuSet, hostname: str) -> None:
+def follow_free_gpus(hostname: str, owned: GpuSet = OWNED) -> None:
     """Consume gpu<g> for every g up to the free count, and no larger size: remote control to this worker itself (its
-    consumer's loop applies it). Both lists are sent every time; adding a queue consumed already, or cancelling one
-    that is not, changes nothing, so a message lost to a broker outage is made good by the next lease."""
+    consumer's loop applies it). The whole list is sent every time (adding a queue consumed already, or cancelling
+    one that is not, changes nothing), after every lease and release and from the watchdog's every sweep, so an
+    update lost to a broker outage or a reconnection is made good soon."""
     from workers.celery import app
 
+    if not owned.ids:
+        return
+    with _SENDING:
+        _send_queues(app, hostname, owned)
+
+
+def _send_queues(app, hostname: str, owned: GpuSet) -> None:
     wanted = owned.wanted_queues()
     try:
         for size in range(len(owned.ids), 0, -1):

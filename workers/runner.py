@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from webapp.lab import services
 from xdc.attempt import OUTPUT_FILE, AttemptSpec, EventReader, last_lines
+from xdc.errors import XDCError
 from xdc.launch import LAUNCHERS, Resources
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,14 @@ def run_attempt(job, *, gpus: list[str] | None = None) -> None:
     then the new attempt owns it."""
     on = f", GPUs {','.join(gpus)}" if gpus else ""
     services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}{on}\n")
-    heartbeat = Heartbeat(job.id, worker=job.worker, interval=settings.LAB_HEARTBEAT_SECONDS)
+    heartbeat = Heartbeat(job.id, worker=job.worker, attempt=job.attempt, interval=settings.LAB_HEARTBEAT_SECONDS)
     heartbeat.start()
+    supervisor = Supervisor(job, heartbeat, gpus=gpus)
     try:
-        outcome = Supervisor(job, heartbeat, gpus=gpus).run()
-    except Exception as exc:  # the attempt could not start (its folder unwritable, no launcher of that name here)
-        log.exception("job %s: the attempt did not start", job.id)
-        outcome = Outcome(error=one_line(exc))
+        outcome = supervisor.run()
+    except Exception as exc:  # the attempt did not start (its folder unwritable, sbatch refused) or supervision
+        log.exception("job %s: the attempt failed outside its trainer", job.id)  # gave up (trainer ended)
+        outcome = Outcome(error=one_line(exc), run_id=supervisor.outcome.run_id)
     finally:
         heartbeat.stop()
     owner = _owner(job)
@@ -119,30 +121,54 @@ class Supervisor:
         AttemptSpec(kind=self.job.kind, config=self.job.config, out_dir=self.job.out_dir,
                     tracking_uri=settings.MLFLOW_TRACKING_URI, tags=job_tags(self.job)).write(self.folder)
         env = attempt_env(self.job, gpus=self.gpus)
-        self.launch = launch = LAUNCHERS[resources.launcher](self.folder, resources, env=env)
-        services.append_log(self.job.id, f"[worker] trainer started: {launch.description}\n")
-        reader = EventReader(self.folder)
-        stop_sent = None
-        while True:
-            status = launch.poll()
-            if launch.waiting and not self.progressed:  # queued in the cluster: the row says why
-                self.heartbeat.on_progress(0.0, None, launch.waiting)
-            for event in reader.new_events():
-                self._take(event)
-            self._forward_output(force=status is not None)
-            if status is not None:
-                break
-            if stop_sent is None and self.heartbeat.stop_requested():
-                stop_sent = time.monotonic()
-                self.stop_sent = True
-                launch.stop()
-                services.append_log(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
-            elif stop_sent is not None and time.monotonic() - stop_sent > settings.LAB_STOP_GRACE_SECONDS:
-                services.append_log(self.job.id, f"[worker] the trainer did not stop within "
-                                                 f"{settings.LAB_STOP_GRACE_SECONDS} s: killed\n")
-                launch.kill()
-            time.sleep(POLL_SECONDS)
+        self.launch = LAUNCHERS[resources.launcher](self.folder, resources, env=env)
+        try:
+            services.append_log(self.job.id, f"[worker] trainer started: {self.launch.description}\n")
+            status = self._follow(self.launch)
+        except BaseException:  # the supervisor itself gave up: the trainer must not train on unsupervised
+            log.exception("job %s: supervision failed; ending its trainer", self.job.id)
+            self.launch.kill()
+            raise
         return self._conclude(status)
+
+    def _follow(self, launch) -> int:
+        """Poll the trainer and its events until it ends; its exit status. The database, the shared folder or the
+        cluster's controller may be away for a while: supervision goes on through it, and gives up (raises) only
+        after LAB_STALE_SECONDS, when the job is another attempt's anyway."""
+        reader = EventReader(self.folder)
+        pending: list[dict[str, Any]] = []
+        stop_sent = killed = trouble_since = None
+        while True:
+            try:
+                close_old_connections()
+                status = launch.poll()
+                if launch.waiting and not self.progressed:  # queued in the cluster: the row says why
+                    self.heartbeat.on_progress(0.0, None, launch.waiting)
+                pending += reader.new_events()
+                while pending:  # an event whose handling failed is handled again on the next round
+                    self._take(pending[0])
+                    pending.pop(0)
+                self._forward_output(force=status is not None)
+                if status is not None:
+                    return status
+                if stop_sent is None and self.heartbeat.stop_requested():
+                    stop_sent = time.monotonic()
+                    self.stop_sent = True
+                    launch.stop()
+                    services.append_log(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
+                elif (stop_sent is not None and not killed
+                      and time.monotonic() - stop_sent > settings.LAB_STOP_GRACE_SECONDS):
+                    killed = True
+                    launch.kill()
+                    services.append_log(self.job.id, f"[worker] the trainer did not stop within "
+                                                     f"{settings.LAB_STOP_GRACE_SECONDS} s: killed\n")
+                trouble_since = None
+            except (DatabaseError, OSError, XDCError) as exc:
+                trouble_since = trouble_since or time.monotonic()
+                if time.monotonic() - trouble_since > settings.LAB_STALE_SECONDS:
+                    raise
+                log.warning("job %s: supervision hiccup, retrying: %s", self.job.id, exc)
+            time.sleep(POLL_SECONDS)
 
     def _take(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -181,7 +207,12 @@ class Supervisor:
         outcome, ending = self.outcome, self.ending or {}
         verdict = self.launch.verdict(status)  # what the placement says: "", "cancelled", "preempted", "lost"
         how = self.launch.end_text(status)
-        if ending.get("event") == "done":
+        knowing_failure = ending.get("event") == "failed" and not ending.get("lost_peers")
+        if self.stop_sent and ending.get("event") != "done" and not knowing_failure:
+            # The lab stopped it and it ended without a checkpoint of this stop (killed after the grace, a SLURM job
+            # cancelled while still pending, a rank that lost its peers on the way out): stopped, as asked.
+            outcome.stopped = True
+        elif ending.get("event") == "done":
             outcome.stopped = bool(ending.get("stopped"))
             outcome.record = ending.get("record") or {}
             if outcome.stopped and not self.stop_sent:  # nobody in the lab asked it to stop
@@ -190,7 +221,7 @@ class Supervisor:
                 else:
                     outcome.cancelled_outside = f"stopped from outside the lab by {ending.get('signal') or 'a signal'}"
                     outcome.cancelled_outside += f" (the trainer {how})" if verdict == "cancelled" else ""
-        elif ending.get("event") == "failed" and not (ending.get("lost_peers") or verdict == "lost"):
+        elif knowing_failure and verdict != "lost":
             outcome.error = str(ending.get("error") or "the trainer failed")[:2000]
         elif verdict == "lost" or ending.get("lost_peers") or (not ending and self.ranks > 1):
             # A rank or node of a multi-rank trainer went away (its peers' collective failed, or rank 0 itself went
@@ -212,13 +243,21 @@ def attempt_folder(job) -> Path:
     return Path(job.out_dir) / "attempts" / str(job.attempt)
 
 
+# The lab's own secrets, which a trainer never needs (it talks to MLflow only) and which would otherwise travel into
+# SLURM's job records on every submission.
+LAB_SECRETS = ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CACHE_URL", "MLFLOW_DB",
+               "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "AWS_ACCESS_KEY_ID",
+               "AWS_SECRET_ACCESS_KEY")
+
+
 def attempt_env(job, *, gpus: list[str] | None = None) -> dict[str, str]:
-    """The trainer's environment: the worker's (MLflow credentials, SLURM_CONF), on the GPUs leased to the job when the
-    worker owns a set (CUDA_VISIBLE_DEVICES), with xdc's cache that of the job's team (`$XDC_CACHE/teams/<slug>`),
-    so no team's job reads what another team's left there."""
+    """The trainer's environment: the worker's (MLflow credentials, SLURM_CONF) without the lab's secrets, on the
+    GPUs leased to the job when the worker owns a set (CUDA_VISIBLE_DEVICES), with xdc's cache that of the job's
+    team (`$XDC_CACHE/teams/<slug>`), so no team's job reads what another team's left there."""
     from xdc.data.index import default_cache_dir
 
-    env = {**os.environ, "XDC_CACHE": str(default_cache_dir() / "teams" / job.team.slug)}
+    env = {name: value for name, value in os.environ.items() if name not in LAB_SECRETS}
+    env["XDC_CACHE"] = str(default_cache_dir() / "teams" / job.team.slug)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
@@ -267,9 +306,10 @@ def close_run(job, run_id: str, status: str, reason: str) -> None:
 class Heartbeat:
     """Tells the job row the attempt is alive and how far it is, and holds the answer to 'should it stop'."""
 
-    def __init__(self, job_id: int, *, worker: str, interval: float):
+    def __init__(self, job_id: int, *, worker: str, attempt: int | None = None, interval: float):
         self.job_id = job_id
         self.worker = worker
+        self.attempt = attempt
         self.interval = interval
         self.state: dict[str, Any] = {"progress": 0.0, "eta": None, "stage": "starting"}
         self._stop = threading.Event()
@@ -303,7 +343,7 @@ class Heartbeat:
         with self._lock:
             self._last = time.monotonic()
             try:
-                if services.heartbeat(self.job_id, worker=self.worker, **self.state):
+                if services.heartbeat(self.job_id, worker=self.worker, attempt=self.attempt, **self.state):
                     self._stop.set()
             except Exception:  # a database hiccup must not kill hours of training; the next beat retries
                 log.exception("job %s: heartbeat failed", self.job_id)

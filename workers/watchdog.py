@@ -1,7 +1,7 @@
 """Requeues jobs whose worker vanished: a thread in every worker's main process sweeps every
 `LAB_WATCHDOG_SECONDS` for running jobs without a heartbeat for `LAB_STALE_SECONDS`, and sends again queued jobs
 whose message the broker never took; every `LAB_MLFLOW_SYNC_SECONDS` it also mirrors the teams into MLflow's accounts
-(webapp.lab.mlflow_access).
+(webapp.lab.mlflow_access), and a worker with a GPU set re-sends which queues it consumes (workers/gpus.py).
 
 It lives in the main process, not in a task, so a sweep still runs while every pool slot is busy with a long job;
 every worker sweeps, and `services.requeue_stale_jobs` is atomic per row, so sweeps never requeue a job twice.
@@ -56,13 +56,16 @@ def sync_mlflow_accounts() -> None:
         log.warning("MLflow account not brought up to date: %s", line)
 
 
-def _watch() -> None:
+def _watch(hostname: str) -> None:
+    from workers import gpus
+
     synced_at = 0.0
     while not _stop.wait(settings.LAB_WATCHDOG_SECONDS):
         try:
             sweep()
         except Exception:
             log.exception("stale-job sweep failed; retrying in %ss", settings.LAB_WATCHDOG_SECONDS)
+        gpus.follow_free_gpus(hostname)  # a worker with a GPU set: its queues follow its free GPUs
         if time.monotonic() - synced_at >= settings.LAB_MLFLOW_SYNC_SECONDS:
             synced_at = time.monotonic()
             try:
@@ -72,9 +75,10 @@ def _watch() -> None:
 
 
 @worker_ready.connect
-def start_watchdog(**_) -> None:
+def start_watchdog(sender=None, **_) -> None:
     _stop.clear()
-    threading.Thread(target=_watch, name="stale-job-watchdog", daemon=True).start()
+    hostname = getattr(sender, "hostname", "")
+    threading.Thread(target=_watch, args=(hostname,), name="stale-job-watchdog", daemon=True).start()
 
 
 @worker_shutdown.connect

@@ -118,7 +118,8 @@ class EventReader:
 
 
 def last_lines(path: Path, lines: int = 12, limit: int = 4000) -> str:
-    """The end of an attempt's output, for the reason of a crash: the last error-looking block if any."""
+    """The last `lines` non-blank lines of an attempt's output (at most `limit` characters), for the reason of a
+    crash."""
     try:
         with open(path, "rb") as source:
             source.seek(0, os.SEEK_END)

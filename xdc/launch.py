@@ -177,6 +177,7 @@ def launch_local(folder: Path, resources: Resources, *, env: dict[str, str]) -> 
 SLURM_JOB_FILE = "slurm.json"
 SLURM_SCRIPT = "job.sbatch"
 WARNING_SECONDS = 120  # SLURM's USR1 this long before the time limit or a preemption: time for a checkpoint
+SLURM_POLL_SECONDS = 10.0
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
 # Ended states that are the cluster's doing, not the trainer's: see Launch.verdict. A time limit reached without a
@@ -217,16 +218,25 @@ class SlurmLaunch:
         self.description = description
         self.state = "PENDING"
         self.reason = ""
+        self.status: int | None = None
+        self._asked = 0.0
 
     def poll(self) -> int | None:
-        found = slurm_state(self.job_id, self.env)
-        if found is None:  # no longer known to the controller: it ended long enough ago to be purged
-            self.state = self.state if self.state not in ACTIVE_STATES else "ENDED"
-            return 0 if self.state == "COMPLETED" else 1
+        """The controller is asked at most every SLURM_POLL_SECONDS (a site's slurmctld serves many users); in
+        between, the last answer holds (the trainer's own events say how far it is)."""
+        if self.status is not None or time.monotonic() - self._asked < SLURM_POLL_SECONDS:
+            return self.status
+        self._asked = time.monotonic()
+        found = slurm_state(self.job_id, self.env) or slurm_accounting(self.job_id, self.env)
+        if found is None:  # purged from the controller and no accounting to ask: it ended, how is unknown
+            self.state = "ENDED"
+            self.status = 1
+            return self.status
         self.state, code, self.reason = found
         if self.state in ACTIVE_STATES:
             return None
-        return 0 if self.state == "COMPLETED" else (code or 1)
+        self.status = 0 if self.state == "COMPLETED" else (code or 1)
+        return self.status
 
     @property
     def waiting(self) -> str:
@@ -260,9 +270,24 @@ def slurm_state(job_id: str, env: dict[str, str]) -> tuple[str, int, str] | None
             return None
         raise SlurmError(f"scontrol could not say how SLURM job {job_id} is: {done.stderr.strip()[:300]}")
     fields = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
-    code = fields.get("ExitCode", "0:0").split(":")
-    status = int(code[0]) or -int(code[1] or 0)
-    return fields.get("JobState", "UNKNOWN"), status, fields.get("Reason", "")
+    return fields.get("JobState", "UNKNOWN"), _exit_status(fields.get("ExitCode", "0:0")), fields.get("Reason", "")
+
+
+def _exit_status(code: str) -> int:
+    """SLURM's 'exit:signal' as one status: the exit code, or minus the signal that ended the job."""
+    first, _, second = code.partition(":")
+    exit_code = int(first) if first.isdigit() else 0
+    return exit_code or -(int(second) if second.isdigit() else 0)
+
+
+def slurm_accounting(job_id: str, env: dict[str, str]) -> tuple[str, int, str] | None:
+    """(state, exit status, '') from sacct, for a job the controller has purged; None without accounting."""
+    done = _slurm(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,ExitCode"], env, check=False)
+    line = done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""
+    if "|" not in line:
+        return None
+    state, code = line.split("|", 1)
+    return state.split()[0], _exit_status(code), ""
 
 
 def launch_slurm(folder: Path, resources: Resources, *, env: dict[str, str]) -> SlurmLaunch:
@@ -272,7 +297,9 @@ def launch_slurm(folder: Path, resources: Resources, *, env: dict[str, str]) -> 
     if resources.partition:
         extra.append(f"#SBATCH --partition={resources.partition}")
     if resources.resource == "gpu":
-        extra.append(f"#SBATCH --gpus-per-node={resources.gpus}")
+        extra.append(f"#SBATCH --gpus-per-node={resources.gpus}")  # CPUs per GPU: the site's DefCpuPerGPU
+    else:
+        extra.append(f"#SBATCH --cpus-per-task={resources.cpu_ranks}")  # one task (agent) per node runs the ranks
     script = SCRIPT.format(name=f"xdc-{folder.parent.parent.name}-{folder.name}", nodes=resources.nodes,
                            output=_quoted(folder / OUTPUT_FILE), warning=WARNING_SECONDS, folder=_quoted(folder),
                            extra="\n".join(extra), ranks=resources.ranks_per_node, port=RENDEZVOUS_PORT,
@@ -316,25 +343,27 @@ class Partition:
     name: str
     nodes: int  # nodes in the partition
     gpus_per_node: int  # the most GPUs (GRES gpu) a node of it holds
+    cpus_per_node: int  # the most CPUs a node of it holds
     default: bool
 
 
 def slurm_partitions(env: dict[str, str] | None = None) -> dict[str, Partition]:
     """The cluster's partitions as `sinfo` reports them (SlurmError when SLURM cannot be asked)."""
-    done = _slurm(["sinfo", "-h", "-o", "%P|%D|%G"], env if env is not None else dict(os.environ), check=False)
+    done = _slurm(["sinfo", "-h", "-o", "%P|%D|%G|%c"], env if env is not None else dict(os.environ), check=False)
     if done.returncode != 0:
         raise SlurmError(f"sinfo could not list the partitions: {done.stderr.strip()[:300]}")
     found: dict[str, Partition] = {}
     for line in done.stdout.splitlines():
-        if line.count("|") != 2:
+        if line.count("|") != 3:
             continue
-        name, nodes, gres = line.split("|")
+        name, nodes, gres, cpus = line.split("|")
         gpus = max([int(m) for m in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres)] or [0])
         default = name.endswith("*")
         name = name.rstrip("*")
         known = found.get(name)  # sinfo prints a line per node configuration of a partition
         found[name] = Partition(name, (known.nodes if known else 0) + int(nodes or 0),
-                                max(gpus, known.gpus_per_node if known else 0), default)
+                                max(gpus, known.gpus_per_node if known else 0),
+                                max(int(cpus.rstrip("+") or 0), known.cpus_per_node if known else 0), default)
     return found
 
 
@@ -352,6 +381,9 @@ def check_slurm_fit(resources: Resources, partitions: dict[str, Partition]) -> N
     if resources.nodes > partition.nodes:
         raise ConfigError(f"partition {partition.name} has {partition.nodes} nodes; the job asks for "
                           f"{resources.nodes}", key="nodes")
+    if resources.resource == "cpu" and resources.cpu_ranks > partition.cpus_per_node:
+        raise ConfigError(f"the nodes of partition {partition.name} hold at most {partition.cpus_per_node} CPUs; "
+                          f"the job asks for {resources.cpu_ranks} ranks per node", key="cpu_ranks")
     if resources.resource == "gpu" and resources.gpus > partition.gpus_per_node:
         raise ConfigError(f"the nodes of partition {partition.name} hold at most {partition.gpus_per_node} GPUs; "
                           f"the job asks for {resources.gpus} per node", key="gpus")

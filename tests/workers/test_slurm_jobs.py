@@ -118,6 +118,7 @@ def test_scancel_from_outside_the_lab_ends_the_job_cancelled_with_the_reason(slu
     ({**TWO_NODES, "partition": "gpu"}, "partition", "the SLURM cluster has no partition 'gpu'; it has debug"),
     ({**TWO_NODES, "nodes": 3}, "nodes", "partition debug has 2 nodes; the job asks for 3"),
     ({"resource": "gpu", "gpus": 1, "launcher": "slurm"}, "gpus", "hold at most 0 GPUs"),
+    ({**TWO_NODES, "cpu_ranks": 2}, "cpu_ranks", "hold at most 1 CPUs; the job asks for 2 ranks per node"),
 ])
 def test_what_no_partition_can_hold_is_refused_at_submission(slurm_cluster, own_jobs, videos, monkeypatch,
                                                             resources, key, message):

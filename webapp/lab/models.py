@@ -173,23 +173,28 @@ class Job(models.Model):
 
     @property
     def resource(self) -> str:
-        return self.resources.get("resource", "gpu")
+        return self.resources.get("resource", "gpu") if isinstance(self.resources, dict) else "gpu"
 
     @property
     def queue_name(self) -> str:
         """The Celery queue of the workers that run it: 'cpu'; 'gpu<g>' for a job of g GPUs, which a worker consumes
         while g of its GPUs are free (workers/gpus.py); or 'slurm' (the cluster's head-node worker submits and
         supervises) when SLURM places it."""
-        if self.resources.get("launcher") == "slurm":
+        spec = self.resources if isinstance(self.resources, dict) else {}
+        if spec.get("launcher") == "slurm":
             return "slurm"
-        return f"gpu{self.resources.get('gpus', 1)}" if self.resource == "gpu" else "cpu"
+        return f"gpu{spec.get('gpus', 1)}" if self.resource == "gpu" else "cpu"
 
     @property
     def placement(self) -> str:
         """What the job runs on, in words ('cpu', '4 GPUs', '2 nodes x 8 GPUs, slurm')."""
+        from xdc.errors import ConfigError
         from xdc.launch import Resources
 
-        return Resources.from_dict(self.resources).describe()
+        try:
+            return Resources.from_dict(self.resources).describe()
+        except ConfigError:  # a row edited by hand in the admin, or a rule tightened since it was stored
+            return str(self.resources)[:200]
 
     @property
     def is_active(self) -> bool:

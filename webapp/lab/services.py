@@ -457,9 +457,8 @@ def local_gpus(job_id: int) -> int:
 def send_back(job_id: int) -> None:
     """A queued job's message reached a worker that cannot run it now (its GPUs were taken meanwhile): send it to its
     queue again, for this worker later or another one now."""
-    job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).first()
-    if job is not None:
-        enqueue(job)
+    if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(message_sent_at=None):
+        enqueue(Job.objects.get(pk=job_id))  # if the broker does not take it, resend_unsent will
 
 
 def claim_job(job_id: int, *, worker: str, task_id: str) -> Job | None:
@@ -471,12 +470,16 @@ def claim_job(job_id: int, *, worker: str, task_id: str) -> Job | None:
     return Job.objects.get(pk=job_id) if changed == 1 else None
 
 
-def heartbeat(job_id: int, *, progress: float, eta: float | None, stage: str, worker: str | None = None) -> bool:
+def heartbeat(job_id: int, *, progress: float, eta: float | None, stage: str, worker: str | None = None,
+              attempt: int | None = None) -> bool:
     """Record progress of a running job; True means stop now (cancel requested, or the job is no longer this
-    worker's: requeued as stale or finished elsewhere)."""
+    attempt's: requeued as stale, claimed again (perhaps by the same worker, which runs several jobs at once) or
+    finished elsewhere)."""
     rows = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
     if worker is not None:
         rows = rows.filter(worker=worker[:200])
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
     changed = rows.update(progress=max(0.0, min(1.0, float(progress))), eta_seconds=eta, stage=stage[:300],
                           heartbeat_at=timezone.now())
     if changed != 1:
@@ -546,14 +549,16 @@ def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None, reason: 
 
 
 def requeue_job(job_id: int, *, owner: dict[str, Any], reason: str) -> Job | None:
-    """Put a running job that stopped on its own worker's request (a shutdown) back in the queue at once; its next
-    attempt resumes from the checkpoint it just wrote. Not a worker loss: the count of those is unchanged."""
+    """Put a running job that stopped on its own worker's request (a shutdown) or on the cluster's warning back in
+    the queue at once; its next attempt resumes from the checkpoint it just wrote. Not a worker loss: the count of
+    those is unchanged. A cancel that came in meanwhile wins: the job ends cancelled instead."""
     with transaction.atomic():
-        changed = _active(job_id, owner).update(status=Job.Status.QUEUED, worker="", stage=f"requeued: {reason}",
-                                                eta_seconds=None, queued_at=timezone.now(), message_sent_at=None)
+        changed = _active(job_id, owner).filter(cancel_requested=False).update(
+            status=Job.Status.QUEUED, worker="", stage=f"requeued: {reason}", eta_seconds=None,
+            queued_at=timezone.now(), message_sent_at=None)
         if changed:
             transaction.on_commit(lambda: enqueue(Job.objects.get(pk=job_id)))
-    return Job.objects.filter(pk=job_id).first()
+    return Job.objects.filter(pk=job_id).first() if changed else mark_cancelled(job_id, owner=owner)
 
 
 def store_result(job: Job, record: dict[str, Any]) -> Result:
@@ -612,9 +617,13 @@ _SLURM_CACHE: dict[str, Any] = {}
 
 
 def _one_rank(resources: dict[str, Any]) -> dict[str, Any]:
-    """An evaluation of a pretraining runs as one process on the pretraining's kind of worker, on one GPU."""
+    """An evaluation of a pretraining runs as one process where the pretraining ran (its kind of worker, or its SLURM
+    partition), on one GPU of a GPU job."""
     cpu = resources.get("resource") == "cpu"
-    return {"resource": "cpu" if cpu else "gpu", "gpus": 0 if cpu else 1}
+    spec = {"resource": "cpu" if cpu else "gpu", "gpus": 0 if cpu else 1}
+    if resources.get("launcher") == "slurm":
+        spec |= {"launcher": "slurm", "partition": resources.get("partition", "")}
+    return spec
 
 
 # -- the user's side ---------------------------------------------------------------------------------------------
@@ -686,9 +695,11 @@ def requeue_stale_jobs(timeout_s: float | None = None) -> list[int]:
 def requeue_after_loss(job_id: int, *, owner: dict[str, Any], reason: str) -> Job | None:
     """Requeue a running job whose attempt lost part of its machinery (a node of a multi-node job; a rank's peers)
     rather than failing on its own: counted like a vanished worker, with the same back-off and limit."""
-    job = _active(job_id, owner).only("pk", "worker_losses", "stage", "mlflow_run_id").first()
+    job = _active(job_id, owner).only("pk", "worker_losses", "stage", "mlflow_run_id", "cancel_requested").first()
+    if job is not None and job.cancel_requested:  # a cancel came in meanwhile: it wins
+        return mark_cancelled(job_id, owner=owner)
     if job is not None:
-        _requeue_lost(_active(job_id, owner), job, reason, reason)
+        _requeue_lost(_active(job_id, owner).filter(cancel_requested=False), job, reason, reason)
     return Job.objects.filter(pk=job_id).first()
 
 

@@ -13,6 +13,9 @@ def to_resources(apps, schema_editor):
         job.resources = {"resource": job.resource, "gpus": 0 if cpu else max(1, job.gpus), "nodes": 1,
                          "launcher": "local", "partition": "", "cpu_ranks": 1}
         job.save(update_fields=["resources"])
+    # GPU jobs now go to queue gpu<g>: a queued job's message in the old queue "gpu" would wait for ever, so the
+    # watchdog sends every queued job again (a second message for a job is harmless: only one attempt claims it).
+    Job.objects.filter(status="queued").update(message_sent_at=None)
 
 
 def to_columns(apps, schema_editor):
