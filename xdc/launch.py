@@ -163,11 +163,13 @@ def launch_local(folder: Path, resources: Resources, *, env: dict[str, str]) -> 
     """Start the attempt in `folder` on this host, its output appended to `folder/output.log`."""
     if resources.nodes != 1:
         raise ConfigError("the local launcher runs one node", key="nodes")
-    command = attempt_command(folder, resources.ranks_per_node)
+    ranks = resources.ranks_per_node
+    command = attempt_command(folder, ranks)
+    if ranks > 1 and "OMP_NUM_THREADS" not in env:  # torchrun would give each rank 1 thread: share the cores
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
     with open(folder / OUTPUT_FILE, "ab") as output:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                    env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    ranks = resources.ranks_per_node
     what = "1 process" if ranks == 1 else f"torchrun, {ranks} {'GPU' if resources.resource == 'gpu' else 'CPU'} ranks"
     return LocalLaunch(process, f"{what}, pid {process.pid}")
 
