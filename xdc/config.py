@@ -118,7 +118,7 @@ class ModelConfig:
 
     video_width: int = setting(64, low=1, limit=512)
     audio_width: int = setting(64, low=1, limit=512)
-    video_input: str = setting("rgb", choices=("rgb", "grey", "sobel"),
+    video_input: str = setting("rgb", choices=("rgb", "grey", "sobel", "residual"),
                                help="a fixed first layer against colour clusters (DeepCluster)")
     audio_norm: str = setting("none", choices=("none", "clip"),
                               help="clip: standardise each log-mel clip, so loudness is not a feature")

@@ -16,10 +16,12 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, VideoResNet
 class R2Plus1D18(VideoResNet):
     """R(2+1)D-18 whose channel widths scale with `width` (64 = the published network, 8 x width-d features).
 
-    `input` is a fixed, parameter-free first layer: 'rgb' (none), 'grey' (luminance in all three channels) or
+    `input` is a fixed, parameter-free first layer: 'rgb' (none), 'grey' (luminance in all three channels),
     'sobel' (horizontal and vertical Sobel edges of the luminance plus their magnitude): DeepCluster's defence
-    against clusters that follow colour rather than shape (Caron et al., ECCV 2018). It adds no weights, so the
-    state dict stays torchvision's.
+    against clusters that follow colour rather than shape (Caron et al., ECCV 2018), or 'residual' (the Sobel planes'
+    differences between consecutive frames, the first frame's repeating the second's): residual frames (Tao, Wang,
+    Yamasaki, ACM MM 2020), which keep what moves and drop a static background. It adds no weights, so the state
+    dict stays torchvision's.
     """
 
     def __init__(self, *, width: int = 64, input: str = "rgb"):
@@ -41,12 +43,13 @@ class R2Plus1D18(VideoResNet):
         return super().forward(self.input_filter(x))  # x: B x 3 x T x H x W -> B x feature_dim
 
 
-VIDEO_INPUTS = ("rgb", "grey", "sobel")
+VIDEO_INPUTS = ("rgb", "grey", "sobel", "residual")
 _LUMA = (0.299, 0.587, 0.114)
 
 
 class VideoInputFilter(nn.Module):
-    """B x 3 x T x H x W -> B x 3 x T x H x W: identity, luminance, or Sobel edges of the luminance."""
+    """B x 3 x T x H x W -> B x 3 x T x H x W: identity, luminance, Sobel edges of the luminance, or their
+    frame-to-frame differences."""
 
     def __init__(self, kind: str = "rgb"):
         super().__init__()
@@ -66,7 +69,11 @@ class VideoInputFilter(nn.Module):
             return grey.expand(-1, 3, -1, -1, -1)
         edges = F.conv3d(grey, self.sobel.to(x.dtype), padding=(0, 1, 1))  # B x 2 x T x H x W
         magnitude = edges.pow(2).sum(dim=1, keepdim=True).add(1e-6).sqrt()
-        return torch.cat([edges, magnitude], dim=1)
+        planes = torch.cat([edges, magnitude], dim=1)
+        if self.kind == "sobel" or planes.shape[2] < 2:
+            return planes
+        change = planes[:, :, 1:] - planes[:, :, :-1]  # B x 3 x T-1 x H x W
+        return torch.cat([change[:, :, :1], change], dim=2)
 
 
 def _stem(width: int) -> nn.Sequential:

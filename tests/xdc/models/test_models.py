@@ -103,7 +103,7 @@ def test_reset_heads_renews_the_heads_and_keeps_the_encoders():
     assert all(torch.equal(before[k], after[k]) for k in encoder_keys)
 
 
-@pytest.mark.parametrize("kind", ["grey", "sobel"])
+@pytest.mark.parametrize("kind", ["grey", "sobel", "residual"])
 def test_grey_and_sobel_inputs_ignore_colour_and_add_no_weights(kind):
     torch.manual_seed(0)
     encoder = R2Plus1D18(width=8, input=kind).eval()
@@ -114,6 +114,18 @@ def test_grey_and_sobel_inputs_ignore_colour_and_add_no_weights(kind):
     with torch.no_grad():
         assert torch.allclose(encoder(grey), encoder(tinted), atol=1e-5)
         assert not torch.allclose(encoder(grey), encoder(torch.rand(2, 3, 4, 32, 32)), atol=1e-3)
+
+
+def test_residual_input_drops_a_static_background_and_keeps_what_moves():
+    from xdc.models.video import VideoInputFilter
+
+    residual = VideoInputFilter("residual")
+    background = torch.rand(1, 3, 1, 32, 32).expand(-1, -1, 4, -1, -1)  # the same picture in all four frames
+    assert residual(background).abs().max() < 1e-2
+    moving = background.clone()
+    moving[:, :, 2:, 8:16, 8:16] = 1.0  # a square appears in frame 3
+    planes = residual(moving)
+    assert planes.shape == moving.shape and planes[:, :, 2].abs().max() > 0.1
 
 
 def test_rgb_input_sees_colour():
