@@ -28,7 +28,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from webapp.lab import services
 from xdc.attempt import OUTPUT_FILE, AttemptSpec, EventReader, last_lines
-from xdc.errors import XDCError
+from xdc.errors import XDCError, one_line
 from xdc.launch import LAUNCHERS, Resources
 
 log = logging.getLogger(__name__)
@@ -270,14 +270,6 @@ def job_tags(job) -> dict[str, str]:
     if job.parent_id:
         tags.update(parent_job_id=str(job.parent_id), pretrain_run_id=job.parent.mlflow_run_id)
     return tags
-
-
-def one_line(exc: BaseException) -> str:
-    """xdc's own errors are written for users; anything else keeps its type, which is most of what it says."""
-    from xdc.errors import XDCError
-
-    text = " ".join(str(exc).split())
-    return text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 def close_run(job, run_id: str, status: str, reason: str) -> None:

@@ -169,7 +169,8 @@ def stop_on_signals() -> StopRequest:
 
 
 def run(folder: Path) -> int:
-    """Run the attempt in `folder`; the exit status is 0 when it ended (done or failed) and reported so."""
+    """Run the attempt in `folder`: 0 once it is done (finished or stopped) and reported so; a failure is reported,
+    then raised (exit status 1, its traceback in output.log)."""
     spec = AttemptSpec.read(folder)
     main = int(os.environ.get("RANK", "0")) == 0
     events = EventLog(folder) if main else None
@@ -177,12 +178,10 @@ def run(folder: Path) -> int:
     try:
         stopped, record = _execute(spec, events, stop)
     except Exception as exc:  # xdc's own errors and anything else: the reason is the user's news
-        from xdc.errors import XDCError
+        from xdc.errors import one_line
 
-        text = " ".join(str(exc).split())
-        reason = text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
         if events:
-            events.write("failed", error=reason, lost_peers=_lost_peers(exc))
+            events.write("failed", error=one_line(exc), lost_peers=_lost_peers(exc))
         raise
     if events:
         events.write("done", stopped=stopped, record=record, signal=stop.signal if stopped else "")

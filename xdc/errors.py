@@ -24,3 +24,10 @@ class MediaError(XDCError):
 
 class TrainingError(XDCError):
     """Training cannot go on (for example a non-finite loss); the run is marked failed with this message."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line a user reads: xdc's own errors are written for users; anything else keeps its type,
+    which is most of what it says."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, XDCError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
