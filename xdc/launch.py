@@ -318,8 +318,8 @@ def launch_slurm(folder: Path, resources: Resources, *, env: dict[str, str]) -> 
 
 def cancel_earlier_attempts(folder: Path, env: dict[str, str], timeout: float = 300) -> list[str]:
     """scancel the SLURM jobs of this job's earlier attempts that are still alive (their supervisor vanished), and
-    wait until they have ended; their ids."""
-    alive = []
+    wait until they have ended; the ids cancelled."""
+    alive: list[str] = []
     for earlier in sorted(folder.parent.glob(f"*/{SLURM_JOB_FILE}")):
         if earlier.parent == folder:
             continue
@@ -331,13 +331,14 @@ def cancel_earlier_attempts(folder: Path, env: dict[str, str], timeout: float = 
         if found is not None and found[0] in ACTIVE_STATES:
             _slurm(["scancel", job_id], env, check=False)
             alive.append(job_id)
+    cancelled = list(alive)
     deadline = time.monotonic() + timeout
     while alive and time.monotonic() < deadline:
         alive = [job for job in alive if (slurm_state(job, env) or ("",))[0] in ACTIVE_STATES]
         time.sleep(1)
     if alive:
         raise SlurmError(f"SLURM jobs {', '.join(alive)} of an earlier attempt did not end after scancel")
-    return alive
+    return cancelled
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,9 @@ class Partition:
 
 def slurm_partitions(env: dict[str, str] | None = None) -> dict[str, Partition]:
     """The cluster's partitions as `sinfo` reports them (SlurmError when SLURM cannot be asked)."""
-    done = _slurm(["sinfo", "-h", "-o", "%P|%D|%G|%c"], env if env is not None else dict(os.environ), check=False)
+    # Asked from a web request at submission: a controller that hangs costs the user 10 s and a clear error.
+    done = _slurm(["sinfo", "-h", "-o", "%P|%D|%G|%c"], env if env is not None else dict(os.environ), check=False,
+                  timeout=10)
     if done.returncode != 0:
         raise SlurmError(f"sinfo could not list the partitions: {done.stderr.strip()[:300]}")
     found: dict[str, Partition] = {}
@@ -391,14 +394,14 @@ def check_slurm_fit(resources: Resources, partitions: dict[str, Partition]) -> N
                           f"the job asks for {resources.gpus} per node", key="gpus")
 
 
-def _slurm(command: list[str], env: dict[str, str], *, check: bool) -> subprocess.CompletedProcess:
+def _slurm(command: list[str], env: dict[str, str], *, check: bool, timeout: float = 60) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=check)
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=check)
     except FileNotFoundError:
         raise SlurmError(f"{command[0]} is not installed on this worker: the slurm launcher needs SLURM's client "
                          "commands") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"{command[0]} did not answer in 60 s: is slurmctld up?") from None
+        raise SlurmError(f"{command[0]} did not answer in {timeout:.0f} s: is slurmctld up?") from None
 
 
 def _quoted(path: Path) -> str:
