@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -188,12 +189,19 @@ def run(folder: Path) -> int:
     return 0
 
 
+# What a collective raises when another rank's process or node went away: gloo's transport reports it as a plain
+# RuntimeError ("[.../gloo/transport/tcp/pair.cc:547] Connection closed by peer"), NCCL as an aborted communicator.
+PEER_LOSS = re.compile(r"gloo/transport|Connection (closed|reset) by peer|Broken pipe|NCCL communicator was aborted")
+
+
 def _lost_peers(exc: BaseException) -> bool:
-    """Whether a collective failed because another rank or node went away (torch.distributed's own errors), rather
-    than the run itself going wrong."""
+    """Whether a collective failed because another rank or node went away (torch.distributed's own errors, or the
+    transport's RuntimeError), rather than the run itself going wrong."""
     import torch.distributed as dist
 
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and isinstance(exc, dist.DistError)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and bool(PEER_LOSS.search(str(exc))))
 
 
 def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> tuple[bool, dict[str, Any]]:

@@ -179,3 +179,15 @@ def test_the_agent_finds_its_children():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_collective_that_lost_its_peers_is_told_from_a_failing_run(monkeypatch):
+    from xdc.attempt import _lost_peers
+
+    gone = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:547] Connection closed by peer "
+                        "[127.0.0.1]:20107")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _lost_peers(gone) and _lost_peers(torch.distributed.DistBackendError("x"))
+    assert not _lost_peers(RuntimeError("CUDA out of memory")) and not _lost_peers(ValueError("bad data"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not _lost_peers(gone)  # one process has no peers to lose
