@@ -1,4 +1,4 @@
-"""Command line: `xdc pretrain`, `xdc evaluate`, `xdc make-dataset`, `xdc bench`.
+"""Command line: `xdc pretrain`, `xdc evaluate`, `xdc prepare`, `xdc make-dataset`, `xdc compare`, `xdc bench`.
 
 Input errors print one line and exit with code 2 before anything is written.
 """
@@ -6,12 +6,14 @@ Input errors print one line and exit with code 2 before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from xdc.errors import XDCError
+from xdc.config import StoreSettings, field_specs
+from xdc.errors import ConfigError, XDCError
 
 EXIT_INPUT_ERROR = 2
 
@@ -71,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--duration", type=float, default=3.0, help="seconds per video (synthetic only)")
     make.set_defaults(handler=_make_dataset)
+
+    prep = commands.add_parser("prepare", help="transcode a video dataset once into a clip store that trains faster")
+    prep.add_argument("data", help="dataset root")
+    prep.add_argument("--layout", default="folder", help="dataset layout (default: folder); the store keeps its "
+                                                          "splits and is read with the same layout")
+    prep.add_argument("--out", required=True, help="store folder (a rerun resumes it)")
+    for key, spec in field_specs(StoreSettings).items():
+        prep.add_argument(f"--{key.replace('_', '-')}", dest=key, type=spec.type, help=_described(spec))
+    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(handler=_prepare)
 
     compare = commands.add_parser("compare", help="every variant on every set, same budget, measured downstream")
     compare.add_argument("--out", default="compare-results", help="working folder; a rerun resumes from it")
@@ -183,6 +196,30 @@ def _make_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _described(spec) -> str:
+    return f"{spec.help} (default {spec.default:g})" if spec.help else f"default {spec.default:g}"
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from xdc.data.store import prepare_store
+
+    try:
+        settings = StoreSettings.from_dict({key: getattr(args, key) for key in field_specs(StoreSettings)
+                                            if getattr(args, key) is not None})
+    except ConfigError as exc:  # name the option, not the field
+        raise ConfigError(str(exc).replace(exc.key, f"--{exc.key.replace('_', '-')}", 1), key=exc.key) from None
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    bar = None if args.quiet else _CountBar("videos")
+    summary = prepare_store(args.data, args.layout, args.out, settings, workers=args.workers, on_progress=bar)
+    if bar:
+        bar.close()
+    print(summary.text())
+    if summary.skipped:
+        print(f"skipped files and why: {summary.root / 'skipped.tsv'}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from xdc.compare import run_comparison
     from xdc.errors import ConfigError
@@ -223,6 +260,26 @@ def _stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, request)
     signal.signal(signal.SIGTERM, request)
     return stop
+
+
+class _CountBar:
+    """A bar of done/total items, shown from the first report (an input error before it prints no empty bar)."""
+
+    def __init__(self, unit: str):
+        self.unit = unit
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=f" {self.unit}", dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _ProgressBar:

@@ -75,6 +75,9 @@ class DataConfig:
     audio_seconds: float = setting(0.0, low=0, limit=60,
                                    help="audio window centred on the clip's, in seconds; 0 = the clip's own length")
     clips_per_video: int = setting(1, low=1, limit=1000, help="training clips per video and epoch")
+    clips_per_decode: int = setting(1, low=1, limit=64,
+                                    help="training clips cut from one decoded stretch of a video, together in a "
+                                         "batch (must divide batch_size); fewer opens and seeks per clip")
     extract_clips: int = setting(1, low=1, limit=100, help="clips averaged per video for clustering")
     num_workers: int = setting(2, low=0, limit=128, runtime=True)
     max_videos: int = setting(0, low=0, limit=100_000_000, help="0 = all")
@@ -109,6 +112,24 @@ class DataConfig:
         if self.fold > reader.folds:
             raise ConfigError(f"data.fold must be in 1..{reader.folds} for the {self.layout} layout, got {self.fold}",
                               key="data.fold")
+
+
+@dataclass
+class StoreSettings:
+    """How a prepared clip store (`xdc prepare`, xdc.data.store) holds frames and sound."""
+
+    short_side: int = setting(128, low=8, limit=1024,
+                              help="pixels of the frames' short side; jobs reading the store need "
+                                   "data.resize_short at most this")
+    fps: float = setting(0.0, low=0, limit=120, help="frames per second kept; 0 = each video's own rate")
+    quality: int = setting(90, low=1, high=100, help="JPEG quality of the frames")
+    sample_rate: int = setting(16000, low=1000, limit=192000, help="Hz of the mono sound")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StoreSettings:
+        settings = _build(cls, raw, prefix="")
+        check_fields(settings)
+        return settings
 
 
 @dataclass
@@ -178,6 +199,9 @@ class PretrainConfig:
     def validate(self) -> PretrainConfig:
         check_fields(self)
         self.data.validate()  # what depends on more than one field
+        if self.batch_size % self.data.clips_per_decode:
+            raise ConfigError(f"data.clips_per_decode ({self.data.clips_per_decode}) must divide batch_size "
+                              f"({self.batch_size})", key="data.clips_per_decode")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from xdc.checkpoint import ensure_free_space, load_latest, save_checkpoint, writ
 from xdc.clustering import cluster_features, diagnostics, uniform_weights
 from xdc.config import PretrainConfig, runtime_keys
 from xdc.data import VideoSet, load_video_set
-from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_requests
+from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_requests, stretch_requests
 from xdc.data.transforms import normalize_video
 from xdc.distributed import Dist, init_distributed, shutdown
 from xdc.errors import ConfigError, DataError, TrainingError
@@ -351,14 +351,19 @@ class _Pretraining:
         else:
             weights = usable / usable.sum()
         per_step = self.cfg.batch_size * self.group.world
-        ids = rng.choice(len(weights), size=self.steps_per_epoch * per_step, p=weights)
-        requests = random_requests(self.data.videos, ids, self.cfg.data.clip_seconds, rng)
+        per_visit = self.cfg.data.clips_per_decode
+        ids = rng.choice(len(weights), size=self.steps_per_epoch * per_step // per_visit, p=weights)
+        if per_visit == 1:
+            requests = random_requests(self.data.videos, ids, self.cfg.data.clip_seconds, rng)
+        else:
+            requests = stretch_requests(self.data.videos, ids, self.cfg.data.clip_seconds, per_visit, rng)
         mine = requests.reshape(self.steps_per_epoch, self.group.world, self.cfg.batch_size, 3)[:, self.group.rank]
         return mine.reshape(-1, 3)[self.position["step"] * self.cfg.batch_size:]
 
     def _train_epoch(self) -> None:
         self.net.train()
-        dataset = ClipDataset(self.data.videos, self._epoch_requests(), self.cfg.data, train=True)
+        dataset = ClipDataset(self.data.videos, self._epoch_requests(), self.cfg.data, train=True,
+                              clips_per_item=self.cfg.data.clips_per_decode)
         loader = clip_loader(dataset, batch_size=self.cfg.batch_size, workers=self.cfg.data.num_workers,
                              pin_memory=self.device.type == "cuda")
         targets = {name: torch.as_tensor(values, device=self.device) for name, values in self.assignments.items()}

@@ -178,6 +178,8 @@ def test_it_accepts_whole_floats_for_integers():
     ("model.audio_norm=db", "model.audio_norm"),
     ("optim.lr=0", "optim.lr"),
     ("optim.momentum=-0.1", "optim.momentum"),
+    ("data.clips_per_decode=0", "data.clips_per_decode"),
+    ("data.clips_per_decode=5", "data.clips_per_decode"),  # does not divide the batch of 32
 ])
 def test_it_refuses_an_out_of_range_value_and_names_the_key(override, key):
     with pytest.raises(ConfigError) as caught:

@@ -52,7 +52,7 @@ def build_index(paths: list[Path], *, workers: int = 0, cache_dir: Path | None =
     """Probe every file (reusing cached results for unchanged files); order follows `paths`."""
     cache_file = _cache_file(paths, cache_dir or default_cache_dir())
     cached = _load_cache(cache_file)
-    keys = {str(p): _file_key(p) for p in paths}
+    keys = {str(p): file_key(p) for p in paths}
     todo = [str(p) for p in paths if cached.get(str(p), {}).get("key") != keys[str(p)]]
     fresh = dict(zip(todo, _probe_all(todo, workers)))
     entries = []
@@ -108,7 +108,7 @@ def _probe_all(paths: list[str], workers: int) -> list[IndexEntry]:
         return list(pool.map(_probe_one, paths, chunksize=16))
 
 
-def _file_key(path: Path) -> list[int]:
+def file_key(path: Path) -> list[int]:
     try:
         stat = path.stat()
     except OSError:

@@ -21,6 +21,7 @@ from xdc.errors import DataError
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
+STORE_MANIFEST = "xdc-store.json"  # marks a folder as a prepared store (xdc.data.store)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def register(name: str, *, splits: tuple[str, ...], folds: int = 1) -> Callable[
 
 
 def read_layout(layout: str, root: str | Path, *, split: str = "train", fold: int = 1) -> Listing:
-    """List the samples of the dataset at ``root`` read as ``layout``, for one split and fold.
+    """List the samples of the dataset at ``root`` read as ``layout``, for one split and fold (of a prepared store
+    at ``root``: the split as its source listed it).
 
     Raises DataError for an unknown layout, a missing root, an unsupported split, a fold out of range,
     broken annotations, or a listing without samples.
@@ -78,6 +80,10 @@ def read_layout(layout: str, root: str | Path, *, split: str = "train", fold: in
     root_dir = _existing_root(layout, root)
     _check_split(layout, reader, split)
     _check_fold(layout, reader, fold)
+    if (root_dir / STORE_MANIFEST).is_file():  # a prepared store lists the splits of the source it was prepared from
+        from xdc.data.store import open_store  # decoding modules, which listing a folder does not need
+
+        return open_store(str(root_dir)).listing(layout, split, fold)
     try:
         listing = reader.read(root_dir, split, fold)
     except OSError as error:  # an unreadable split file, label file or folder
