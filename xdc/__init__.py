@@ -1,6 +1,7 @@
 """XDC: Cross-Modal Deep Clustering for self-supervised audio-video learning (Alwassel et al., NeurIPS 2020).
 
-Public API: `pretrain(cfg, tracker, out_dir=...)`, `evaluate(cfg, tracker, out_dir=...)`, the config dataclasses, and the trackers. Heavy modules (torch,
+Public API: `pretrain(cfg, tracker, out_dir=...)`, `evaluate(cfg, tracker, out_dir=...)`, `prepare(cfg, tracker,
+out_dir=...)` (a clip store that trains faster), the config dataclasses, and the trackers. Heavy modules (torch,
 MLflow) load on first use, so `import xdc` stays cheap for callers that only validate configs.
 """
 
@@ -12,6 +13,8 @@ _LAZY = {
     "evaluate": "xdc.evaluation",
     "EvalConfig": "xdc.evaluation",
     "EvalResult": "xdc.evaluation",
+    "prepare": "xdc.data.store",
+    "PrepareConfig": "xdc.config",
     "PretrainConfig": "xdc.config",
     "load_config": "xdc.config",
     "MLflowTracker": "xdc.tracking",

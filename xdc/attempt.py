@@ -1,7 +1,7 @@
 """One attempt at a job as a process of its own: `python -m xdc.attempt FOLDER` (or each rank of torchrun/srun).
 
-The supervisor (the lab's worker, or anyone) writes `FOLDER/spec.json`: the kind (pretrain or evaluate), the config,
-the output folder, the MLflow tracking URI and the tags of the run. The attempt runs xdc's public API on it and
+The supervisor (the lab's worker, or anyone) writes `FOLDER/spec.json`: the kind (pretrain, evaluate or prepare),
+the config, the output folder, the MLflow tracking URI and the tags of the run. The attempt runs xdc's public API on it and
 reports through `FOLDER/events.jsonl`, appended by rank 0 only, one JSON object per line:
 
     {"event": "run", "run_id": ..., "experiment_id": ...}     the MLflow run exists (a resumed job: the same run)
@@ -49,7 +49,7 @@ _PR_SET_PDEATHSIG = 1
 class AttemptSpec:
     """What an attempt runs: written by the supervisor, read by every rank."""
 
-    kind: str  # "pretrain" or "evaluate"
+    kind: str  # "pretrain", "evaluate" or "prepare"
     config: dict[str, Any]
     out_dir: str
     tracking_uri: str = ""  # "" = no tracking (an in-memory tracker)
@@ -222,6 +222,13 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> t
         result = evaluate(EvalConfig.from_dict(spec.config), tracker, out_dir=spec.out_dir,
                           on_progress=progress, should_stop=stop)
         return result.stopped, result.record
+    if spec.kind == "prepare":  # the store goes into the job's folder, beside its attempts
+        from xdc.config import PrepareConfig
+        from xdc.data.store import prepare
+
+        summary = prepare(PrepareConfig.from_dict(spec.config), tracker, out_dir=Path(spec.out_dir) / "store",
+                          on_progress=progress, should_stop=stop)
+        return summary.stopped, summary.record()
     raise ValueError(f"unknown attempt kind {spec.kind!r}")
 
 

@@ -67,11 +67,13 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from xdc.clustering import cluster_features, preprocess
-from xdc.config import DataConfig, PretrainConfig
-from xdc.data.clips import ClipDataset, Video, clip_loader, random_requests
+from xdc.config import DataConfig, PretrainConfig, StoreSettings
+from xdc.data.clips import ClipDataset, Video, clip_loader, random_requests, stretch_requests
 from xdc.data.media import read_clip
+from xdc.data.store import prepare_store
 from xdc.data.synthetic import make_synthetic
 from xdc.data.transforms import normalize_video
 from xdc.distributed import Dist, init_distributed, shutdown
@@ -81,6 +83,7 @@ from xdc.tracking import NullTracker
 from xdc.train import _Pretraining, pretrain, resolve_device
 
 MIB = 1024 * 1024
+CLIPS_PER_DECODE = 4  # the clip pipeline's row with several clips per decoded stretch
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,18 @@ def run_benchmarks(out: Path, *, device: str = "auto", quick: bool = False, tiny
     out.mkdir(parents=True, exist_ok=True)
     sizes = choose_sizes(target, quick=quick, tiny=tiny)
     machine = machine_info(target, sizes)
-    cfg = train_config(sizes, dataset(out / "data", sizes), target)
+    source = dataset(out / "data", sizes)
+    cfg = train_config(sizes, source, target)
     end_to_end = bench_end_to_end(cfg, target, out / "runs" / "end_to_end")  # first: its memory peaks start clean
+    store_cfg = replace(cfg, data=replace(cfg.data, path=str(prepared(source, sizes))))
+    from_store = bench_end_to_end(store_cfg, target, out / "runs" / "end_to_end_store", name="store")
     step = bench_train_step(cfg, sizes, target, out / "runs" / "step")
-    end_to_end[0].ratio = end_to_end[0].value / step[-1].value
-    results = [*step, *end_to_end, *bench_ddp_scaling(cfg, sizes, target, out / "runs" / "ddp"),
-               *bench_clip_pipeline(cfg, sizes), *bench_clustering(sizes)]
+    step_rate = next(r.value for r in step if r.name == "train.xdc_step")
+    for row in (end_to_end[0], from_store[0]):
+        row.ratio = row.value / step_rate
+    pipeline = bench_clip_pipeline(cfg, store_cfg, sizes)
+    results = [*step, *end_to_end, from_store[0], *loader_capacity(pipeline, step_rate, cfg.data.num_workers),
+               *bench_ddp_scaling(cfg, sizes, target, out / "runs" / "ddp"), *pipeline, *bench_clustering(sizes)]
     machine["load_average_end"] = _load_average()
     report = {"machine": machine, "results": [r.to_dict() for r in results]}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -194,6 +203,17 @@ def dataset(root: Path, sizes: Sizes) -> Path:
         make_synthetic(path, videos=sizes.videos, classes=6, duration=sizes.seconds, size=sizes.video_size,
                        seed=0, layouts=False)
     return path
+
+
+def prepared(source: Path, sizes: Sizes) -> Path:
+    """The generated set as a prepared store (`xdc prepare`) with frames at the clips' short side: reused when
+    finished (a rerun of `prepare_store` keeps every shard)."""
+    store = source.with_name(f"{source.name}-store{sizes.resize}")
+    _say(f"preparing the clip store {store}")
+    summary = prepare_store(source, "folder", store, StoreSettings(short_side=sizes.resize),
+                            workers=max(1, min(os.cpu_count() or 1, 16)))
+    _say(summary.text())
+    return store
 
 
 def train_config(sizes: Sizes, data_path: Path, device: torch.device) -> PretrainConfig:
@@ -228,16 +248,40 @@ def bench_train_step(cfg: PretrainConfig, sizes: Sizes, device: torch.device, wo
         "plain": lambda i: plain(plain_batches[i % len(plain_batches)]),
         "ours": lambda i: ours._train_step(batches[i % len(batches)], targets),
     }, sizes=sizes, device=device)
+    with FlopCounterMode(display=False) as counter:  # after the timing: counting slows the step it watches
+        ours._train_step(batches[0], targets)
+    flops = counter.get_total_flops() / batches[0]["size"]
     description = plain.description
     del ours, plain, plain_batches, batches, targets
     _free_device_memory(device)
     our_notes = ("xdc _Pretraining._train_step: uint8 in, normalised on device"
                  + (", channels-last + bf16 autocast" if device.type == "cuda" else ", fp32 (no bf16 on CPU)"))
-    return [
+    results = [
         Result("train.plain_step", rates["plain"], "clips/s", notes=description),
         Result("train.xdc_step", rates["ours"], "clips/s", rates["ours"] / rates["plain"],
                f"{our_notes}; ratio = xdc / plain"),
+        Result("train.gflop_per_clip", flops / 1e9, "GFLOP", notes=(
+            "forward + backward of both encoders and heads per clip, counted by torch.utils.flop_counter on the "
+            "trainer's step")),
     ]
+    peak = bf16_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if peak:
+        results.append(Result("train.mfu", flops * rates["ours"] / peak, "fraction", notes=(
+            f"model FLOPs utilisation: train.gflop_per_clip x train.xdc_step / {peak / 1e12:.0f} TFLOP/s, the "
+            f"device's dense bf16 peak")))
+    return results
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendor's data sheets, by a name torch reports for the device.
+BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "GH200": 989.4,
+                    "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0}
+
+
+def bf16_peak_flops(device_name: str) -> float | None:
+    """A GPU's dense bf16 peak in FLOP/s from the name torch gives it, when the table knows it (the longest
+    matching key: "NVIDIA L40S" is an L40S, not an L4)."""
+    known = [key for key in BF16_PEAK_TFLOPS if key in device_name]
+    return BF16_PEAK_TFLOPS[max(known, key=len)] * 1e12 if known else None
 
 
 def _trainer(cfg: PretrainConfig, device: torch.device, workdir: Path) -> _Pretraining:
@@ -422,8 +466,9 @@ def _free_port() -> int:
 # -- (a) end to end, and (d) its peak memory -----------------------------------------------------------------------
 
 
-def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path) -> list[Result]:
-    """A real `pretrain()` run from scratch: its own clips/s metric, wall time and peak memory."""
+def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *, name: str = "") -> list[Result]:
+    """A real `pretrain()` run from scratch: its own clips/s metric, wall time and peak memory. `name` tells a
+    second run (on the prepared store) from the first; only the first one's memory rows are reported."""
     _say(f"end-to-end pretrain(): {cfg.rounds} round(s) on {cfg.data.path}")
     shutil.rmtree(workdir, ignore_errors=True)  # a finished run in the folder would make pretrain() return at once
     tracker = NullTracker()
@@ -435,7 +480,8 @@ def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path) -
         wall = time.perf_counter() - begin
     epochs = [value for _, value in tracker.metrics["train/epoch_clips_per_s"]]
     results = [
-        Result("train.xdc_end_to_end", statistics.median(epochs), "clips/s", notes=(
+        Result("train.xdc_end_to_end" + (f"_{name}" if name else ""), statistics.median(epochs), "clips/s", notes=(
+            f"{'from the prepared store: ' if name else ''}"
             f"pretrain() train/epoch_clips_per_s (clips / epoch wall time, loader start-up included), median of "
             f"{len(epochs)} epochs, {cfg.data.num_workers} loader workers; ratio = end-to-end / train.xdc_step; "
             f"the run took {wall:.1f} s in all, feature extraction and clustering included")),
@@ -489,25 +535,49 @@ class PeakRss:
 # -- (b) the clip pipeline -----------------------------------------------------------------------------------------
 
 
-def bench_clip_pipeline(cfg: PretrainConfig, sizes: Sizes) -> list[Result]:
-    """Clips/s of decode + crop + log-mel through `clip_loader`, against `read_clip` alone, per worker count."""
+def bench_clip_pipeline(cfg: PretrainConfig, store_cfg: PretrainConfig, sizes: Sizes) -> list[Result]:
+    """Clips/s of decode + crop + log-mel through `clip_loader`, against `read_clip` alone, per worker count; the
+    same requests served by the prepared store; and the source with CLIPS_PER_DECODE clips per decoded stretch."""
     _say(f"timing the clip pipeline on {sizes.data_clips} clips, workers {list(sizes.data_workers)}")
-    videos = _usable_videos(cfg)
+    videos, stored = _usable_videos(cfg), _usable_videos(store_cfg)
+    same = [Path(v.path).relative_to(cfg.data.path) for v in videos] == \
+        [Path(v.path).relative_to(store_cfg.data.path) for v in stored]
+    if not same:
+        raise RuntimeError("the prepared store does not hold the source's usable videos in its order")
     rng = np.random.default_rng(1)
-    requests = random_requests(videos, rng.integers(0, len(videos), size=sizes.data_clips),
-                               cfg.data.clip_seconds, rng)
+    ids = rng.integers(0, len(videos), size=sizes.data_clips)
+    requests = random_requests(videos, ids, cfg.data.clip_seconds, rng)
+    stretches = stretch_requests(videos, ids[:sizes.data_clips // CLIPS_PER_DECODE], cfg.data.clip_seconds,
+                                 CLIPS_PER_DECODE, rng)
     for video in videos:  # the first pass should not be the one that pays for cold files
         Path(video.path).read_bytes()
     results = []
     for workers in sizes.data_workers:
         raw = _raw_rate(videos, requests, cfg, workers)
         ours = _pipeline_rate(videos, requests, cfg, workers)
+        store = _pipeline_rate(stored, requests, store_cfg, workers)
+        grouped = _pipeline_rate(videos, stretches, cfg, workers, clips_per_item=CLIPS_PER_DECODE)
         results += [
             Result(f"data.raw_decode.w{workers}", raw, "clips/s", notes="read_clip only (frames + audio)"),
             Result(f"data.clip_pipeline.w{workers}", ours, "clips/s", ours / raw,
                    "ClipDataset + clip_loader (decode, crop, log-mel); ratio = pipeline / raw decode"),
+            Result(f"data.store_pipeline.w{workers}", store, "clips/s", store / ours,
+                   "the same requests from the prepared store (JPEG frames, PCM sound); ratio = store / "
+                   "clip_pipeline" + (", both on one core" if workers == 0 else "")),
+            Result(f"data.clips_per_decode{CLIPS_PER_DECODE}.w{workers}", grouped, "clips/s", grouped / ours,
+                   f"the source, {CLIPS_PER_DECODE} clips per decoded stretch (data.clips_per_decode); ratio = / "
+                   f"clip_pipeline"),
         ]
     return results
+
+
+def loader_capacity(pipeline: list[Result], step_rate: float, workers: int) -> list[Result]:
+    """What the trainer's loader can deliver (its worker count) over what the model step consumes."""
+    rows = {row.name: row.value for row in pipeline}
+    found = [(name, f"data.{name}_pipeline.w{workers}") for name in ("clip", "store")]
+    return [Result(f"data.loader_vs_step.{'source' if name == 'clip' else name}", rows[key] / step_rate, "x",
+                   notes=f"{key} / train.xdc_step: above 1 the loader outpaces the step")
+            for name, key in found if key in rows]
 
 
 def _usable_videos(cfg: PretrainConfig) -> list[Video]:
@@ -543,9 +613,10 @@ def _raw_rate(videos: list[Video], requests: np.ndarray, cfg: PretrainConfig, wo
     return clips / (time.perf_counter() - begin)
 
 
-def _pipeline_rate(videos: list[Video], requests: np.ndarray, cfg: PretrainConfig, workers: int) -> float:
-    loader = clip_loader(ClipDataset(videos, requests, cfg.data, train=True), batch_size=cfg.batch_size,
-                         workers=workers)
+def _pipeline_rate(videos: list[Video], requests: np.ndarray, cfg: PretrainConfig, workers: int, *,
+                   clips_per_item: int = 1) -> float:
+    dataset = ClipDataset(videos, requests, cfg.data, train=True, clips_per_item=clips_per_item)
+    loader = clip_loader(dataset, batch_size=cfg.batch_size, workers=workers)
     begin = time.perf_counter()
     clips = sum(batch["size"] for batch in loader)
     return clips / (time.perf_counter() - begin)

@@ -6,7 +6,6 @@ Input errors print one line and exit with code 2 before anything is written.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -76,12 +75,13 @@ def _parser() -> argparse.ArgumentParser:
 
     prep = commands.add_parser("prepare", help="transcode a video dataset once into a clip store that trains faster")
     prep.add_argument("data", help="dataset root")
-    prep.add_argument("--layout", default="folder", help="dataset layout (default: folder); the store keeps its "
-                                                          "splits and is read with the same layout")
+    prep.add_argument("--layout", help="dataset layout (default: folder); the store keeps its splits and is read "
+                                       "with the same layout")
     prep.add_argument("--out", required=True, help="store folder (a rerun resumes it)")
     for key, spec in field_specs(StoreSettings).items():
         prep.add_argument(f"--{key.replace('_', '-')}", dest=key, type=spec.type, help=_described(spec))
-    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
+    prep.add_argument("--workers", type=int, help="processes (default: every core)")
+    prep.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(handler=_prepare)
 
@@ -201,23 +201,30 @@ def _described(spec) -> str:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from xdc.data.store import prepare_store
+    from xdc.config import PrepareConfig
+    from xdc.data.store import prepare
+    from xdc.tracking import MLflowTracker, NullTracker
 
+    raw = {"path": args.data, "store": {key: getattr(args, key) for key in field_specs(StoreSettings)
+                                        if getattr(args, key) is not None}}
+    for key in ("layout", "workers"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
     try:
-        settings = StoreSettings.from_dict({key: getattr(args, key) for key in field_specs(StoreSettings)
-                                            if getattr(args, key) is not None})
+        cfg = PrepareConfig.from_dict(raw)
     except ConfigError as exc:  # name the option, not the field
-        raise ConfigError(str(exc).replace(exc.key, f"--{exc.key.replace('_', '-')}", 1), key=exc.key) from None
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    bar = None if args.quiet else _CountBar("videos")
-    summary = prepare_store(args.data, args.layout, args.out, settings, workers=args.workers, on_progress=bar)
+        option = f"--{(exc.key or '').removeprefix('store.').replace('_', '-')}"
+        raise ConfigError(str(exc).replace(exc.key or "", option, 1), key=exc.key) from None
+    tracker = NullTracker() if args.no_track else MLflowTracker()
+    stop = _stop_on_signals()
+    bar = None if args.quiet else _ProgressBar()
+    summary = prepare(cfg, tracker, out_dir=args.out, on_progress=bar, should_stop=stop.is_set)
     if bar:
         bar.close()
     print(summary.text())
     if summary.skipped:
         print(f"skipped files and why: {summary.root / 'skipped.tsv'}")
-    return 0
+    return 130 if summary.stopped else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -262,39 +269,24 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-class _CountBar:
-    """A bar of done/total items, shown from the first report (an input error before it prints no empty bar)."""
+class _ProgressBar:
+    """Shown from the first report, so an input error refused before any work prints no empty bar."""
 
-    def __init__(self, unit: str):
-        self.unit = unit
+    def __init__(self):
         self.bar = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, fraction: float, eta: float | None, stage: str) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit=f" {self.unit}", dynamic_ncols=True)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _ProgressBar:
-    def __init__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar:24}| {desc}", dynamic_ncols=True)
-
-    def __call__(self, fraction: float, eta: float | None, stage: str) -> None:
+            self.bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar:24}| {desc}", dynamic_ncols=True)
         self.bar.n = int(fraction * 1000)
         eta_text = f"ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else "ETA --"
         self.bar.set_description_str(f"{stage} | {eta_text}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":

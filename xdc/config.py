@@ -133,6 +133,34 @@ class StoreSettings:
 
 
 @dataclass
+class PrepareConfig:
+    """A prepared clip store of a video dataset (`xdc prepare`, a lab prepare job): what it reads, how it stores it."""
+
+    path: str = setting("", longest=4096, help="dataset root")
+    layout: str = setting("folder", choices=lambda: _layouts(), help="how the dataset's files and splits are laid out")
+    store: StoreSettings = section(StoreSettings)
+    workers: int = setting(0, low=0, limit=256, runtime=True, help="processes; 0 = every core")
+    experiment: str = setting("xdc-prepare", runtime=True)
+    run_name: str = setting("", runtime=True)
+
+    def validate(self) -> PrepareConfig:
+        check_fields(self)
+        if not self.path:
+            raise ConfigError("path must name the dataset to prepare", key="path")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PrepareConfig:
+        return _build(cls, raw, prefix="").validate()
+
+
+@dataclass
 class ModelConfig:
     """Encoder widths: 64 gives the published R(2+1)D-18 and ResNet-18 (512-d features); smaller widths keep CPU
     tests fast. Features are 8 x width wide."""

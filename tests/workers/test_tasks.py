@@ -159,3 +159,21 @@ def test_a_worker_lists_a_dataset_registered_on_the_site(jobs, videos):
         time.sleep(0.2)
         dataset = Dataset.objects.get(pk=dataset.pk)
     assert (dataset.status, dataset.files, dataset.classes) == ("ready", 8, 4), (dataset.error, jobs.lab.log_tail())
+
+
+def test_a_prepare_job_writes_a_store_that_becomes_a_dataset_and_trains(jobs, videos, mlflow_server):
+    from webapp.lab.models import Dataset
+
+    source = services.register_dataset(team=jobs.team, name="to-prepare", layout="folder", path=str(videos),
+                                       user=jobs.user)
+    [job] = services.submit_jobs(jobs.user, jobs.team, "prepare", [{"store": {"short_side": 40}, "workers": 2}],
+                                 dataset=source, resources={"resource": "cpu"})
+    job = jobs.wait(job, "succeeded")
+    run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["job_id"] == str(job.pk)
+    assert run.data.metrics["videos"] == 8 and run.data.params["store.short_side"] == "40"
+    store = Dataset.objects.get(prepared_from=source)
+    assert (store.status, store.files, store.layout, store.path) == ("ready", 8, "folder",
+                                                                     str(Path(job.out_dir, "store")))
+    trained = jobs.wait(jobs.submit(Path(store.path), "data.resize_short=40", "data.crop_size=32"), "succeeded")
+    assert trained.dataset == store and Path(trained.out_dir, "final.pt").is_file()

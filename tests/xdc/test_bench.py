@@ -7,17 +7,20 @@ import math
 
 import pytest
 
-from xdc.bench import run_benchmarks
+from xdc.bench import bf16_peak_flops, run_benchmarks
 from xdc.errors import ConfigError
 
+PIPELINE = {f"data.{name}.w{workers}" for name in ("clip_pipeline", "store_pipeline", "clips_per_decode4")
+            for workers in (0, 2)}
 CPU_RESULTS = {
-    "train.plain_step", "train.xdc_step", "train.xdc_end_to_end",
+    "train.plain_step", "train.xdc_step", "train.gflop_per_clip", "train.xdc_end_to_end",
+    "train.xdc_end_to_end_store", "data.loader_vs_step.source", "data.loader_vs_step.store",
     "memory.host_peak_rss", "memory.host_peak_rss_with_workers", "ddp.one_rank", "ddp.two_ranks",
-    "data.raw_decode.w0", "data.clip_pipeline.w0", "data.raw_decode.w2", "data.clip_pipeline.w2",
+    "data.raw_decode.w0", "data.raw_decode.w2", *PIPELINE,
     "cluster.faiss_kmeans", "cluster.sklearn_kmeans", "cluster.nmi_faiss_sklearn",
-}
-RATIOS = {"train.xdc_step", "train.xdc_end_to_end", "ddp.two_ranks", "data.clip_pipeline.w0",
-          "data.clip_pipeline.w2", "cluster.faiss_kmeans"}
+}  # no train.mfu: a CPU has no bf16 tensor-core peak to measure against
+RATIOS = {"train.xdc_step", "train.xdc_end_to_end", "train.xdc_end_to_end_store", "ddp.two_ranks", *PIPELINE,
+          "cluster.faiss_kmeans"}
 
 
 @pytest.mark.slow
@@ -45,3 +48,10 @@ def test_it_refuses_an_unknown_device_before_writing_anything(tmp_path):
     with pytest.raises(ConfigError, match="device"):
         run_benchmarks(tmp_path / "out", device="tpu")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H200", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.1),
+                                          ("NVIDIA A10", 125.0), ("NVIDIA GeForce GTX 1080", None)])
+def test_mfu_divides_by_the_peak_of_the_device_named(name, tflops):
+    assert bf16_peak_flops(name) == (tflops * 1e12 if tflops else None)

@@ -17,7 +17,7 @@ from django import forms
 
 from webapp.lab import services
 from webapp.lab.models import Dataset, Job, Team
-from xdc.config import PRESETS, PretrainConfig, deep_merge, field_specs, flatten, parse_override
+from xdc.config import PRESETS, PrepareConfig, PretrainConfig, deep_merge, field_specs, flatten, parse_override
 from xdc.errors import ConfigError
 from xdc.evaluation import PRESETS as EVAL_PRESETS
 from xdc.launch import RESOURCE_KEYS, Resources
@@ -393,3 +393,31 @@ class DatasetForm(TeamFormMixin, forms.Form):
 
         self._init_team(user, team)
         self.fields["layout"].choices = [(name, name) for name in LAYOUTS]
+
+
+# The prepare form's fields and the config keys they set.
+PREPARE_KEYS = {"short_side": "store.short_side", "fps": "store.fps", "quality": "store.quality",
+                "sample_rate": "store.sample_rate", "workers": "workers"}
+
+
+class PrepareForm(forms.Form):
+    """A prepare job for the dataset whose page shows it: the clip store's settings, declared on xdc's PrepareConfig
+    (empty: its default)."""
+
+    short_side = config_input("store.short_side", of=PrepareConfig)
+    fps = config_input("store.fps", of=PrepareConfig, label="frames per second")
+    quality = config_input("store.quality", of=PrepareConfig, label="JPEG quality")
+    sample_rate = config_input("store.sample_rate", of=PrepareConfig)
+    workers = config_input("workers", of=PrepareConfig, label="processes")
+    priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last")
+
+    def field_for(self, key: str) -> str | None:
+        return next((name for name, target in PREPARE_KEYS.items() if target == key), None)
+
+    def config(self) -> dict[str, Any]:
+        """The raw PrepareConfig of the filled fields; the dataset fills path and layout."""
+        raw: dict[str, Any] = {}
+        for name, key in PREPARE_KEYS.items():
+            if self.cleaned_data.get(name) is not None:
+                raw = services.set_dotted(raw, key, self.cleaned_data[name])
+        return raw

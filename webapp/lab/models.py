@@ -89,6 +89,8 @@ class Dataset(models.Model):
     error = models.TextField(blank=True)  # why the listing failed
     listing_sent_at = models.DateTimeField(null=True, blank=True)  # when the broker took the listing's message
     listed_at = models.DateTimeField(null=True, blank=True)
+    # A prepared clip store (`xdc prepare`, a prepare job): the dataset it was made from, read with the same layout.
+    prepared_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="stores")
 
     class Meta:
         ordering = ["name"]
@@ -113,6 +115,7 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         PRETRAIN = "pretrain"
         EVALUATE = "evaluate"
+        PREPARE = "prepare"  # a dataset's clip store (xdc.data.store), registered as a dataset when it succeeds
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -212,8 +215,14 @@ class Job(models.Model):
 
     @property
     def summary(self) -> str:
-        """A one-line description: variant, data and K for pretraining; checkpoint, benchmark, protocol else."""
+        """A one-line description: variant, data and K for pretraining; the store's settings for a prepare job;
+        checkpoint, benchmark, protocol for an evaluation."""
         cfg = self.config or {}
+        if self.kind == self.Kind.PREPARE:
+            store = cfg.get("store", {})
+            data = self.dataset.name if self.dataset else cfg.get("path", "")
+            return (f"clip store of {data} · {store.get('short_side', '?')} px · "
+                    f"{store.get('fps') or 'source'} fps · JPEG q{store.get('quality', '?')}")
         if self.kind == self.Kind.PRETRAIN:
             cluster = cfg.get("cluster", {})
             data = self.dataset.name if self.dataset else cfg.get("data", {}).get("path", "")

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from webapp.lab.models import Dataset, Job, Result, Team
 from webapp.lab.selectors import parse_id
-from xdc.config import PretrainConfig, check_text, flatten, runtime_keys
+from xdc.config import PrepareConfig, PretrainConfig, check_text, flatten, runtime_keys
 from xdc.errors import ConfigError, DataError
 from xdc.launch import Resources
 
@@ -66,15 +66,22 @@ def eval_config_class():
     return EvalConfig
 
 
+def config_class(kind: str) -> type:
+    """xdc's typed config of a kind of job."""
+    if kind == Job.Kind.PRETRAIN:
+        return PretrainConfig
+    if kind == Job.Kind.EVALUATE:
+        return eval_config_class()
+    if kind == Job.Kind.PREPARE:
+        return PrepareConfig
+    raise ConfigError(f"unknown job kind {kind!r}; known: {', '.join(Job.Kind.values)}")
+
+
 def validate_config(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """The normalised JSON form of a pretraining or evaluation config; ConfigError when xdc refuses it."""
+    """The normalised JSON form of a job's config; ConfigError when xdc refuses it."""
     if not isinstance(raw, dict):
         raise ConfigError("config must be a JSON object")
-    if kind == Job.Kind.PRETRAIN:
-        return PretrainConfig.from_dict(raw).to_dict()
-    if kind == Job.Kind.EVALUATE:
-        return eval_config_class().from_dict(raw).to_dict()
-    raise ConfigError(f"unknown job kind {kind!r}; known: pretrain, evaluate")
+    return config_class(kind).from_dict(raw).to_dict()
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any, *, _above: str = "") -> dict[str, Any]:
@@ -97,9 +104,9 @@ def grid_keys(kind: str) -> set[str]:
     """The axes a grid of this kind of job may vary: its config's dotted keys and GRID_ALIASES."""
     from xdc.config import field_specs
 
-    if kind == Job.Kind.EVALUATE:
-        return set(field_specs(eval_config_class()))
-    return set(field_specs(PretrainConfig)) | set(GRID_ALIASES)
+    if kind == Job.Kind.PRETRAIN:
+        return set(field_specs(PretrainConfig)) | set(GRID_ALIASES)
+    return set(field_specs(config_class(kind)))
 
 
 def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, kind: str = Job.Kind.PRETRAIN,
@@ -208,9 +215,12 @@ def check_resources(kind: str, raw: dict[str, Any]) -> Resources:
     elif spec.resource == "gpu" and spec.gpus > settings.LAB_GPUS_PER_HOST:
         raise LabError({"gpus": [f"{spec.gpus} GPUs per node is more than a worker host holds here "
                                  f"(LAB_GPUS_PER_HOST={settings.LAB_GPUS_PER_HOST}); ask for more nodes"]})
-    if kind == Job.Kind.EVALUATE and spec.world_size > 1:
+    if kind in (Job.Kind.EVALUATE, Job.Kind.PREPARE) and spec.world_size > 1:
         key = "nodes" if spec.nodes > 1 else ("gpus" if spec.resource == "gpu" else "cpu_ranks")
-        raise LabError({key: [f"an evaluation runs as one process; it asked for {spec.world_size} ranks"]})
+        what = "an evaluation runs" if kind == Job.Kind.EVALUATE else "a prepare job runs"
+        raise LabError({key: [f"{what} as one process; it asked for {spec.world_size} ranks"]})
+    if kind == Job.Kind.PREPARE and spec.resource != "cpu":
+        raise LabError({"resource": ["a prepare job decodes and encodes on CPU cores; ask for resource cpu"]})
     return spec
 
 
@@ -233,7 +243,8 @@ def _check_links(team: Team, kind: str, *, dataset: Dataset | None, parent: Job 
 
 def _checked_config(kind: str, raw: dict[str, Any], team: Team, where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
-        unchosen = (None, "", PretrainConfig().experiment, eval_config_class()().experiment)  # the defaults
+        unchosen = (None, "", PretrainConfig().experiment, eval_config_class()().experiment,
+                    PrepareConfig().experiment)  # the defaults
         if raw.get("experiment") not in (*unchosen, team.mlflow_experiment):
             message = f"experiment is the team's own, {team.mlflow_experiment}; got {raw['experiment']!r:.100}"
             raise _config_error(where, "experiment", message)
@@ -255,6 +266,8 @@ def _follow_dataset(kind: str, raw: Any, dataset: Dataset, where: str) -> Any:
         return raw  # validation says what is wrong with it
     if kind == Job.Kind.PRETRAIN:
         wanted = {"data.path": dataset.path, "data.layout": dataset.layout}
+    elif kind == Job.Kind.PREPARE:
+        wanted = {"path": dataset.path, "layout": dataset.layout}
     else:
         wanted = {"data": dataset.path, "benchmark": dataset.benchmark}
     flat = flatten(raw)
@@ -268,7 +281,7 @@ def _follow_dataset(kind: str, raw: Any, dataset: Dataset, where: str) -> Any:
 
 
 def _same_data(key: str, given: Any, value: str) -> bool:
-    if key in ("data.path", "data"):
+    if key in ("data.path", "data", "path"):
         return isinstance(given, str) and _resolved(given) == value
     return given == value
 
@@ -282,6 +295,8 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
            where: str) -> tuple[Dataset, Job | None]:
     """The team's dataset a checked config reads, and the pretraining job it evaluates (None for a baseline or a
     file under the team's checkpoint roots); LabError naming the key when the config reaches beyond its team."""
+    if kind == Job.Kind.PREPARE:
+        return _store_source(team, dataset or _team_dataset(team, cfg["path"]), cfg, where), None
     if kind == Job.Kind.PRETRAIN:
         data = dataset or _team_dataset(team, cfg["data"]["path"])
         if data is None:
@@ -305,6 +320,24 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
             raise _config_error(where, "supervised_data", f"supervised_data must be a labelled dataset of team "
                                                           f"{team.slug}; got {cfg['supervised_data']!r:.200}")
     return data, source
+
+
+def _store_source(team: Team, data: Dataset | None, cfg: dict[str, Any], where: str) -> Dataset:
+    """The team's video dataset a prepare job reads: not a sound-only benchmark, not itself a store."""
+    from xdc.data.store import AUDIO_ONLY_LAYOUTS
+
+    if data is None:
+        raise _config_error(where, "path", f"path {cfg['path']!r:.200} is no dataset of team {team.slug}; register "
+                                           f"it on the Datasets page first")
+    if data.layout != cfg["layout"]:
+        raise _config_error(where, "layout", f"dataset {data.name} is registered as {data.layout}, not "
+                                             f"{cfg['layout']}")
+    if data.layout in AUDIO_ONLY_LAYOUTS:
+        raise _config_error(where, "path", f"dataset {data.name} holds sound files ({data.layout}), which are read "
+                                           f"as fast as they are; a clip store holds videos")
+    if data.prepared_from_id is not None:
+        raise _config_error(where, "path", f"dataset {data.name} is itself a clip store; prepare its source")
+    return data
 
 
 def _team_dataset(team: Team, path: str) -> Dataset | None:
@@ -527,6 +560,8 @@ def finish_job(job_id: int, *, record: dict[str, Any] | None = None, owner: dict
             store_result(job, record)
         if job.kind == Job.Kind.PRETRAIN:
             on_job_succeeded(job)
+        if job.kind == Job.Kind.PREPARE:
+            register_store(job)
     return job
 
 
@@ -770,6 +805,30 @@ def register_dataset(*, team: Team, name: str, layout: str, path: str, user=None
     if later:
         transaction.on_commit(lambda: enqueue_listing(dataset))
     return dataset
+
+
+def register_store(job: Job) -> Dataset | None:
+    """Offer the clip store a prepare job wrote as a dataset of its team (ready, read with its source's layout, named
+    after the source and the store's short side), so the forms and the API offer it like any dataset. None, with a
+    line in the job's log, when the store cannot be read back."""
+    source = job.dataset
+    store = store_folder(job)
+    try:
+        counts = _listing_counts(job.config["layout"], store)
+    except LabError as exc:
+        append_log(job.pk, f"\n[lab] the store at {store} is not offered as a dataset: {exc}\n")
+        return None
+    base = f"{source.name if source else Path(job.config['path']).name} store {job.config['store']['short_side']}px"
+    name = base if not Dataset.objects.filter(team=job.team, name=base).exists() else f"{base} (job {job.pk})"
+    name = name[:Dataset._meta.get_field("name").max_length]
+    return Dataset.objects.create(team=job.team, name=name, layout=job.config["layout"], path=str(store),
+                                  created_by=job.creator, status=Dataset.Status.READY, listed_at=timezone.now(),
+                                  prepared_from=source, **counts)
+
+
+def store_folder(job: Job) -> Path:
+    """Where a prepare job writes its store: inside its own output folder, under the team's runs."""
+    return Path(job.out_dir) / "store"
 
 
 def _registrable_folder(team: Team, layout: str, path: str) -> Path:

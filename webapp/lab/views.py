@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.lab import charts, selectors, services
-from webapp.lab.forms import DatasetForm, EvaluateForm, PretrainForm, add_lab_error
+from webapp.lab.forms import DatasetForm, EvaluateForm, PrepareForm, PretrainForm, add_lab_error
 from webapp.lab.models import Job
 from xdc.config import flatten
 
@@ -133,6 +133,8 @@ def _transition(request: HttpRequest, pk: int, action, done: str) -> HttpRespons
 @require_GET
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.get_job(request.user, pk)
+    if job.kind == Job.Kind.PREPARE:  # its form is on its dataset's page
+        return redirect("lab:dataset", pk=job.dataset_id) if job.dataset_id else redirect("lab:datasets")
     target = "lab:submit_pretrain" if job.kind == Job.Kind.PRETRAIN else "lab:submit_evaluate"
     return redirect(f"{reverse(target)}?clone={job.pk}")
 
@@ -199,11 +201,26 @@ def datasets(request: HttpRequest) -> HttpResponse:
                   status=400 if form.errors else 200)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A dataset, its jobs and clip stores, and the form that queues a prepare job for it (a POST here)."""
     dataset = selectors.get_dataset(request.user, pk)
+    form = PrepareForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job, = services.submit_jobs(request.user, dataset.team, Job.Kind.PREPARE, [form.config()],
+                                        dataset=dataset, resources={"resource": "cpu"},
+                                        priority=form.cleaned_data["priority"] or 5)
+        except services.LabError as exc:
+            add_lab_error(form, exc)
+        else:
+            messages.success(request, f"job #{job.pk} prepares a clip store of {dataset.name}; it is offered as a "
+                                      "dataset of its own when it succeeds")
+            return redirect(job)
     jobs = selectors.visible_jobs(request.user).filter(dataset=dataset, team=dataset.team)[:100]
-    return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": jobs})
+    return render(request, "lab/dataset.html", {"dataset": dataset, "jobs": jobs, "form": form,
+                                                "stores": dataset.stores.all()},
+                  status=400 if form.errors else 200)
 
 
 @require_http_methods(["GET", "POST"])

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,14 +45,16 @@ import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2.functional import resize
 
-from xdc.config import StoreSettings
+from xdc.config import PrepareConfig, StoreSettings
 from xdc.data.index import IndexEntry, file_key
 from xdc.data.layouts import LAYOUTS, STORE_MANIFEST, Listing, Sample, read_every_split, read_layout
 from xdc.data.media import MediaInfo, _resized_size, _seek, _single_threaded, probe
-from xdc.errors import DataError, MediaError
+from xdc.errors import DataError, MediaError, one_line
+from xdc.tracking import NullTracker, Tracker
 
 MANIFEST = STORE_MANIFEST
 PARTIAL = "xdc-store.partial.json"  # settings and source of a store being written, so a resume matches them
+RUN_FILE = ".mlflow-run"  # the MLflow run of `prepare`, continued by a rerun
 FORMAT = 1
 SHARD_VIDEOS = 64
 AUDIO_ONLY_LAYOUTS = ("esc50", "dcase")
@@ -67,8 +70,16 @@ class PrepareSummary:
     seconds: float
     reused_shards: int
     shards: int
+    stopped: bool = False  # on request, before every shard was written; a rerun resumes
+
+    def record(self) -> dict[str, Any]:
+        """What a finished prepare reports (the lab's job record)."""
+        return {"store": str(self.root), "videos": self.videos, "skipped": len(self.skipped),
+                "source_bytes": self.source_bytes, "store_bytes": self.store_bytes, "seconds": round(self.seconds, 1)}
 
     def text(self) -> str:
+        if self.stopped:
+            return f"stopped on request; {self.root} keeps its finished shards (run the same command to resume)"
         ratio = self.store_bytes / self.source_bytes if self.source_bytes else float("nan")
         reused = f", {self.reused_shards} of {self.shards} shards reused" if self.reused_shards else ""
         return (f"stored {self.videos} videos in {self.root} ({len(self.skipped)} skipped{reused}): "
@@ -79,16 +90,86 @@ class PrepareSummary:
 # -- writing --------------------------------------------------------------------------------------------------------
 
 
+def prepare(cfg: PrepareConfig, tracker: Tracker | None = None, *, out_dir: str | Path,
+            on_progress: Callable[[float, float | None, str], None] | None = None, should_stop: Callable[[], bool] | None = None) -> PrepareSummary:
+    """Prepare the store of `cfg.path` at `out_dir`, tracked as one MLflow run (experiment `cfg.experiment`; a rerun
+    continues the same run): the settings as params; videos stored and skipped, sizes and speed as metrics;
+    `skipped.tsv` as an artifact. Input problems raise DataError/ConfigError before anything is written or logged;
+    a stop request ends after the shards under way (`stopped=True`; a rerun resumes).
+    """
+    cfg.validate()
+    tracker = tracker if tracker is not None else NullTracker()
+    plan = plan_store(cfg.path, cfg.layout, out_dir, cfg.store)
+    run_file = plan.out / RUN_FILE
+    previous = run_file.read_text().strip() if run_file.is_file() else None
+    run_id = tracker.start(experiment=cfg.experiment, run_name=cfg.run_name or f"prepare {plan.source.name}",
+                           run_id=previous or None, tags={"kind": "prepare"})
+    tracker.log_params(cfg.flat())
+    began = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        if on_progress:
+            elapsed = time.monotonic() - began
+            eta = elapsed / done * (total - done) if done else None
+            on_progress(done / max(total, 1), eta, f"{done}/{total} videos")
+
+    try:
+        summary = write_store(plan, workers=cfg.workers or os.cpu_count() or 1, on_progress=progress,
+                              should_stop=should_stop, before=lambda: _remember(run_file, run_id))
+    except Exception as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    if summary.stopped:
+        tracker.finish("KILLED", error="stopped on request")
+        return summary
+    tracker.log_metrics({"videos": summary.videos, "skipped": len(summary.skipped),
+                         "source_mb": summary.source_bytes / 1e6, "store_mb": summary.store_bytes / 1e6,
+                         "size_ratio": summary.store_bytes / max(summary.source_bytes, 1),
+                         "seconds": summary.seconds}, step=0)
+    tracker.log_artifact(plan.out / "skipped.tsv")
+    tracker.finish("FINISHED")
+    return summary
+
+
+def _remember(run_file: Path, run_id: str) -> None:
+    run_file.write_text(run_id + "\n")
+
+
 def prepare_store(source: str | Path, layout: str, out: str | Path, settings: StoreSettings | None = None, *,
-                  workers: int = 1, on_progress: Callable[[int, int], None] | None = None) -> PrepareSummary:
+                  workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> PrepareSummary:
     """Transcode the videos of every split of `source` (read as `layout`) into a store at `out`.
 
     Resumable: shards already written for the same source files and settings are kept. Raises DataError for a
     source that does not read, an `out` that is neither empty, a partial store of the same settings nor a store,
     and a source where no video could be stored. `on_progress(done, total)` counts videos.
     """
-    settings = settings or StoreSettings()
-    began = time.monotonic()
+    return write_store(plan_store(source, layout, out, settings or StoreSettings()), workers=workers,
+                       on_progress=on_progress, should_stop=should_stop)
+
+
+@dataclass
+class StorePlan:
+    """A checked request for a store: the source's splits and files, and where the store goes."""
+
+    source: Path
+    out: Path
+    layout: str
+    settings: StoreSettings
+    splits: dict[str, dict]
+    paths: list[Path]
+    relative: list[str]
+    keys: list[list[int]]
+    fingerprint: str
+
+    @property
+    def intent(self) -> dict:
+        return {"format": FORMAT, "layout": self.layout, "source": str(self.source),
+                "settings": asdict(self.settings)}
+
+
+def plan_store(source: str | Path, layout: str, out: str | Path, settings: StoreSettings) -> StorePlan:
+    """Read the source's every split and check `out`, writing nothing; DataError names what is wrong."""
     if layout in AUDIO_ONLY_LAYOUTS:
         raise DataError(f"{layout} holds sound files, which are read as fast as they are; a store holds videos")
     source_root = Path(source).expanduser().resolve()
@@ -102,21 +183,33 @@ def prepare_store(source: str | Path, layout: str, out: str | Path, settings: St
     paths = sorted({s.path for split in splits.values() for s in split["listing"].samples})
     relative = [p.relative_to(source_root).as_posix() for p in paths]
     keys = [file_key(p) for p in paths]
-    fingerprint = _fingerprint(relative, keys, splits)
-    intent = {"format": FORMAT, "layout": layout, "source": str(source_root), "settings": asdict(settings)}
-    _check_out(out, intent)
+    plan = StorePlan(source_root, out, layout, settings, splits, paths, relative, keys,
+                     _fingerprint(relative, keys, splits))
+    _check_out(out, plan.intent)
+    return plan
+
+
+def write_store(plan: StorePlan, *, workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                before: Callable[[], None] | None = None) -> PrepareSummary:
+    """Write the planned store, reusing finished shards; `before` runs once `out` is claimed. A stop request ends
+    after the shards under way and returns `stopped=True` without a manifest."""
+    began, out, settings = time.monotonic(), plan.out, asdict(plan.settings)
+    _check_out(out, plan.intent)
     with _exclusive(out):
-        _check_out(out, intent)  # again, now that no other prepare can change it
-        _write_json(out / PARTIAL, {**intent, "fingerprint": fingerprint})
+        _check_out(out, plan.intent)  # again, now that no other prepare can change it
+        _write_json(out / PARTIAL, {**plan.intent, "fingerprint": plan.fingerprint})
         (out / "shards").mkdir(exist_ok=True)
-        size = shard_size(len(paths))
-        shards = [list(range(i, min(i + size, len(paths)))) for i in range(0, len(paths), size)]
-        records: list[dict | None] = [None] * len(paths)
+        if before:
+            before()
+        size = shard_size(len(plan.paths))
+        shards = [list(range(i, min(i + size, len(plan.paths)))) for i in range(0, len(plan.paths), size)]
+        records: list[dict | None] = [None] * len(plan.paths)
         todo = []
         for number, ids in enumerate(shards):
-            wanted = [[relative[i], keys[i]] for i in ids]
+            wanted = [[plan.relative[i], plan.keys[i]] for i in ids]
             done = _read_json(out / "shards" / f"{number:05d}.json")
-            if done is not None and done.get("files") == wanted and done.get("settings") == asdict(settings):
+            if done is not None and done.get("files") == wanted and done.get("settings") == settings:
                 for i, record in zip(ids, done["records"]):
                     records[i] = record
             else:
@@ -124,16 +217,18 @@ def prepare_store(source: str | Path, layout: str, out: str | Path, settings: St
         reused = len(shards) - len(todo)
         finished = sum(record is not None for record in records)
         if on_progress:
-            on_progress(finished, len(paths))
-        tasks = [(str(out), number, [(str(paths[i]), relative[i], keys[i]) for i in ids], asdict(settings))
+            on_progress(finished, len(plan.paths))
+        tasks = [(str(out), number, [(str(plan.paths[i]), plan.relative[i], plan.keys[i]) for i in ids], settings)
                  for number, ids in todo]
-        for number, shard_records in _run_shards(tasks, workers):
+        for number, shard_records in _run_shards(tasks, workers, should_stop or (lambda: False)):
             for i, record in zip(shards[number], shard_records):
                 records[i] = record
             finished += len(shard_records)
             if on_progress:
-                on_progress(finished, len(paths))
-        return _finish(out, intent, fingerprint, splits, relative, keys, records, len(shards), reused, began)
+                on_progress(finished, len(plan.paths))
+        if finished < len(records):  # stopped on request: the finished shards stay for the next run
+            return PrepareSummary(out, 0, {}, 0, 0, time.monotonic() - began, reused, len(shards), stopped=True)
+        return _finish(plan, records, len(shards), reused, began)
 
 
 def shard_size(videos: int) -> int:
@@ -188,7 +283,7 @@ def _check_out(out: Path, intent: dict) -> None:
         raise DataError(f"{out} is not a folder")
     partial = _read_json(out / PARTIAL)
     finished = _read_json(_manifest_path(out))
-    mine = {".lock", PARTIAL, MANIFEST, "shards", "index.npz", "skipped.tsv"}
+    mine = {".lock", PARTIAL, MANIFEST, RUN_FILE, "shards", "index.npz", "skipped.tsv"}
     for record in (finished, partial):
         if record is not None:
             ours = {key: record.get(key) for key in intent}
@@ -207,15 +302,32 @@ def _differences(found: dict, wanted: dict) -> str:
                      if found.get(key) != wanted[key])
 
 
-def _run_shards(tasks: list[tuple], workers: int):
+def _run_shards(tasks: list[tuple], workers: int, should_stop: Callable[[], bool]):
+    """(shard number, records) of each shard as it finishes; none are started once `should_stop()` says so."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
+            if should_stop():
+                return
             yield task[1], _write_shard(*task)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_shard_worker) as pool:
         futures = {pool.submit(_write_shard, *task): task[1] for task in tasks}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            if should_stop():
+                for pending in futures:
+                    pending.cancel()  # the shards under way finish; the rest wait for the next run
+            if not future.cancelled():
+                yield futures[future], future.result()
+
+
+def _shard_worker() -> None:
+    """A stop sent to the whole process group is the parent's to act on (it finishes the shards under way), and a
+    worker never outlives its parent."""
+    from xdc.attempt import die_with_parent
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_parent()
 
 
 def _write_shard(out: str, number: int, files: list[tuple[str, str, list[int]]], settings: dict) -> list[dict]:
@@ -318,8 +430,8 @@ def _write_sound(container, out, sample_rate: int) -> list[int]:
     return [offset, int(pcm.size)]
 
 
-def _finish(out: Path, intent: dict, fingerprint: str, splits: dict[str, dict], relative: list[str],
-            keys: list[list[int]], records: list[dict], shards: int, reused: int, began: float) -> PrepareSummary:
+def _finish(plan: StorePlan, records: list[dict], shards: int, reused: int, began: float) -> PrepareSummary:
+    out, intent, relative = plan.out, plan.intent, plan.relative
     shard_of = [i // shard_size(len(records)) for i in range(len(records))]
     stored = [i for i, r in enumerate(records) if r["info"] is not None]
     if not stored:
@@ -337,16 +449,16 @@ def _finish(out: Path, intent: dict, fingerprint: str, splits: dict[str, dict], 
     os.replace(out / "index.tmp.npz", out / "index.npz")
     skipped = {relative[i]: r["error"] for i, r in enumerate(records) if r["info"] is None}
     (out / "skipped.tsv").write_text("".join(f"{reason}\t{path}\n" for path, reason in skipped.items()))
-    source_bytes = sum(max(key[0], 0) for key in keys)
+    source_bytes = sum(max(key[0], 0) for key in plan.keys)
     store_bytes = sum(p.stat().st_size for p in (out / "shards").iterdir() if p.suffix in (".frames", ".pcm"))
     ids = {path: i for i, path in enumerate(relative)}
     manifest = {
-        **intent, "fingerprint": fingerprint, "xdc_version": _version(), "created": time.time(),
+        **intent, "fingerprint": plan.fingerprint, "xdc_version": _version(), "created": time.time(),
         "videos": [{"path": relative[i], "info": r["info"], "error": r["error"]} for i, r in enumerate(records)],
         "splits": {name: {"samples": [[ids[s.path.relative_to(intent["source"]).as_posix()], s.label]
                                       for s in split["listing"].samples],
                           "classes": split["listing"].classes, "missing": split["listing"].missing}
-                   for name, split in splits.items()},
+                   for name, split in plan.splits.items()},
         "source_bytes": source_bytes, "store_bytes": store_bytes,
     }
     _write_json(_manifest_path(out), manifest)
