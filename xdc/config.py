@@ -132,8 +132,26 @@ class StoreSettings:
         return settings
 
 
+class TypedConfig:
+    """The JSON and MLflow forms of a top-level config dataclass, and its strict construction from JSON."""
+
+    def validate(self):
+        check_fields(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]):
+        return _build(cls, raw, prefix="").validate()
+
+
 @dataclass
-class PrepareConfig:
+class PrepareConfig(TypedConfig):
     """A prepared clip store of a video dataset (`xdc prepare`, a lab prepare job): what it reads, how it stores it."""
 
     path: str = setting("", longest=4096, help="dataset root")
@@ -148,16 +166,6 @@ class PrepareConfig:
         if not self.path:
             raise ConfigError("path must name the dataset to prepare", key="path")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        return flatten(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PrepareConfig:
-        return _build(cls, raw, prefix="").validate()
 
 
 @dataclass
@@ -201,7 +209,7 @@ class OptimConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TypedConfig):
     """Everything a pretraining run depends on. Saved in every checkpoint and logged flat to MLflow."""
 
     variant: str = setting("xdc", choices=lambda: _variants(), help="one job per variant (grid)")
@@ -231,16 +239,6 @@ class PretrainConfig:
             raise ConfigError(f"data.clips_per_decode ({self.data.clips_per_decode}) must divide batch_size "
                               f"({self.batch_size})", key="data.clips_per_decode")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        return flatten(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PretrainConfig:
-        return _build(cls, raw, prefix="").validate()
 
 
 def _variants() -> Iterable[str]:
