@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The web site's tests run a second time on PostgreSQL (pytest-django creates and drops test_<name> there).
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install system-packages test test-fast demo worker bench compare clean
+.PHONY: install system-packages test test-fast demo worker bench bench-gpu gpu-wheels compare clean
 
 install: $(STAMP)
 
@@ -38,6 +38,19 @@ worker: install
 
 bench: install
 	$(PY) -m xdc bench --out bench-results
+
+# On a bare GPU machine (its own Python and torch, no venv): `xdc bench --device cuda --quick`, inputs generated there;
+# PyAV and faiss from the wheels `make gpu-wheels` puts in .whl/ (run that here first and carry .whl/ along).
+bench-gpu:
+	bash deploy/bench_gpu.sh
+
+# PyAV and faiss-cpu wheels (the versions this venv holds) for a GPU machine's CPython 3.12 on x86-64 Linux.
+GPU_PYTHON ?= 3.12
+gpu-wheels: install
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+		"av==$$($(PY) -c 'import av; print(av.__version__)')" \
+		"faiss-cpu==$$($(PY) -c 'from importlib.metadata import version; print(version("faiss-cpu"))')"
 
 # Every variant (XDC, MDC, CDC, SDC, and the supervised upper bound) with 3 seeds under the same budget (the `small`
 # preset) on the generated set and the two real-material sets, measured against random init with the small
