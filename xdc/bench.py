@@ -19,14 +19,22 @@ What is compared with what, and why:
   (`normalize_video`, bf16 autocast on CUDA, `variant_loss`, scheduler step). Neither loop reads the loss back per
   step; warm-up steps are excluded, CUDA is synchronised around every timed block, and the two loops alternate
   over several blocks (median reported) so a change in machine load hits both alike.
-- End to end (`train.xdc_end_to_end`): a real `pretrain()` on the generated set, read back from the trainer's own
+- FLOPs and compile (`train.gflop_per_clip`, `train.mfu`, `train.xdc_step_compiled`): forward + backward FLOPs of
+  one clip through the trainer's step, counted by `torch.utils.flop_counter`; on CUDA, model FLOPs utilisation =
+  FLOPs per clip x `train.xdc_step` / the device's dense bf16 peak (a table of data-sheet peaks; no row for a GPU it
+  does not know), and the same step with `compile=true` (torch.compile of both encoders) timed beside the others.
+- End to end (`train.xdc_end_to_end`, `train.xdc_end_to_end_store`): a real `pretrain()` on the generated set, and
+  the same on its prepared store (`xdc prepare`, frames at the clips' short side), read back from the trainer's own
   `train/epoch_clips_per_s` metric (clips trained over the epoch's wall time, the loader's start-up included; median
   over epochs). Its ratio is to `train.xdc_step`: the share of the model-step ceiling that survives decoding,
   feature extraction and clustering being outside. (The per-window `train/clips_per_s` is not used: once the
   loader's workers have prefetched, a window measures the model step alone.)
 - Clip pipeline (`data.clip_pipeline.wN` vs `data.raw_decode.wN`): `ClipDataset` + `clip_loader` (decode, crop,
   log-mel, collate) against `read_clip` alone on the same requests, batch size, worker count and prefetch depth.
-  A loader's start-up is timed, as every training epoch pays it.
+  A loader's start-up is timed, as every training epoch pays it. `data.store_pipeline.wN`: the same requests read
+  from the prepared store (ratio to `data.clip_pipeline.wN`; w0 is one core); `data.clips_per_decode4.wN`: the
+  source with 4 clips per decoded stretch (`stretch_requests`, the same videos). `data.loader_vs_step.*`: the
+  pipeline at the trainer's worker count over `train.xdc_step` (above 1, the loader outpaces the step).
 - Clustering (`cluster.faiss_kmeans` vs `cluster.sklearn_kmeans`): `cluster_features` (PCA-whitening, L2 norm,
   faiss k-means, assignment, empty-cluster split) against the same preprocessing followed by scikit-learn's
   `KMeans(n_init=1, max_iter=same, tol=0)` (so it cannot stop early) on a Gaussian mixture; NMI between the two.
@@ -244,15 +252,21 @@ def bench_train_step(cfg: PretrainConfig, sizes: Sizes, device: torch.device, wo
     plain = PlainStep(width=sizes.width, k=sizes.k, cfg=cfg, device=device)
     plain_batches = [plain.prepare(batch, targets) for batch in batches]
     ours.net.train()
-    rates = _alternate_blocks({
-        "plain": lambda i: plain(plain_batches[i % len(plain_batches)]),
-        "ours": lambda i: ours._train_step(batches[i % len(batches)], targets),
-    }, sizes=sizes, device=device)
+    steps = {"plain": lambda i: plain(plain_batches[i % len(plain_batches)]),
+             "ours": lambda i: ours._train_step(batches[i % len(batches)], targets)}
+    compiled = None
+    if device.type == "cuda":  # the same step with the encoders compiled (`compile=true`); the warm-up compiles
+        compiled = _trainer(replace(cfg, compile=True), device, workdir / "compiled")
+        compiled.net.train()
+        steps["compiled"] = lambda i: compiled._train_step(batches[i % len(batches)], targets)
+    began = time.perf_counter()
+    rates = _alternate_blocks(steps, sizes=sizes, device=device)
+    elapsed = time.perf_counter() - began
     with FlopCounterMode(display=False) as counter:  # after the timing: counting slows the step it watches
         ours._train_step(batches[0], targets)
     flops = counter.get_total_flops() / batches[0]["size"]
     description = plain.description
-    del ours, plain, plain_batches, batches, targets
+    del ours, plain, plain_batches, targets, steps, compiled
     _free_device_memory(device)
     our_notes = ("xdc _Pretraining._train_step: uint8 in, normalised on device"
                  + (", channels-last + bf16 autocast" if device.type == "cuda" else ", fp32 (no bf16 on CPU)"))
@@ -264,6 +278,12 @@ def bench_train_step(cfg: PretrainConfig, sizes: Sizes, device: torch.device, wo
             "forward + backward of both encoders and heads per clip, counted by torch.utils.flop_counter on the "
             "trainer's step")),
     ]
+    if "compiled" in rates:
+        results.append(Result("train.xdc_step_compiled", rates["compiled"], "clips/s",
+                              rates["compiled"] / rates["ours"], notes=(
+                                  f"train.xdc_step with compile=true (torch.compile of both encoders); ratio = "
+                                  f"compiled / eager; the warm-up steps, which compile, are not timed (the step "
+                                  f"timing took {elapsed:.0f} s in all)")))
     peak = bf16_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     if peak:
         results.append(Result("train.mfu", flops * rates["ours"] / peak, "fraction", notes=(

@@ -220,6 +220,9 @@ class PretrainConfig(TypedConfig):
     device: str = setting("auto", choices=("auto", "cpu", "cuda"), runtime=True)
     precision: str = setting("auto", choices=("auto", "fp32", "bf16"), runtime=True)
     channels_last: bool = setting(True, runtime=True)
+    compile: bool = setting(False, runtime=True,
+                            help="torch.compile the encoders (in place; checkpoints unchanged): the first steps "
+                                 "compile for minutes, `make bench-gpu` measures what it gains")
     log_every: int = setting(10, low=1, limit=1_000_000, runtime=True)
     experiment: str = setting("xdc-pretrain", runtime=True)
     run_name: str = setting("", runtime=True)

@@ -192,6 +192,9 @@ class _Pretraining:
         if self.cfg.channels_last and self.device.type == "cuda":
             self.model.video.to(memory_format=torch.channels_last_3d)
             self.model.audio.to(memory_format=torch.channels_last)
+        if self.cfg.compile:  # Module.compile keeps the parameters' names, so checkpoints read either way
+            self.model.video.compile()
+            self.model.audio.compile()
         self.optimizer = _optimizer(self.model, self.cfg)
         self.steps_per_epoch = max(1, round(len(self.data.videos) * self.cfg.data.clips_per_video
                                             / (self.cfg.batch_size * self.group.world)))
