@@ -91,7 +91,8 @@ class PrepareSummary:
 
 
 def prepare(cfg: PrepareConfig, tracker: Tracker | None = None, *, out_dir: str | Path,
-            on_progress: Callable[[float, float | None, str], None] | None = None, should_stop: Callable[[], bool] | None = None) -> PrepareSummary:
+            on_progress: Callable[[float, float | None, str], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> PrepareSummary:
     """Prepare the store of `cfg.path` at `out_dir`, tracked as one MLflow run (experiment `cfg.experiment`; a rerun
     continues the same run): the settings as params; videos stored and skipped, sizes and speed as metrics;
     `skipped.tsv` as an artifact. Input problems raise DataError/ConfigError before anything is written or logged;
@@ -105,16 +106,17 @@ def prepare(cfg: PrepareConfig, tracker: Tracker | None = None, *, out_dir: str 
     run_id = tracker.start(experiment=cfg.experiment, run_name=cfg.run_name or f"prepare {plan.source.name}",
                            run_id=previous or None, tags={"kind": "prepare"})
     tracker.log_params(cfg.flat())
-    began = time.monotonic()
+    began, first = time.monotonic(), []
 
     def progress(done: int, total: int) -> None:
+        first.append(done)  # the first report counts the shards a resumed run reuses: no part of its pace
         if on_progress:
-            elapsed = time.monotonic() - began
-            eta = elapsed / done * (total - done) if done else None
+            made = done - first[0]
+            eta = (time.monotonic() - began) / made * (total - done) if made else None
             on_progress(done / max(total, 1), eta, f"{done}/{total} videos")
 
     try:
-        summary = write_store(plan, workers=cfg.workers or os.cpu_count() or 1, on_progress=progress,
+        summary = write_store(plan, workers=cfg.workers or _usable_cores(), on_progress=progress,
                               should_stop=should_stop, before=lambda: _remember(run_file, run_id))
     except Exception as exc:
         tracker.finish("FAILED", error=one_line(exc))
@@ -129,6 +131,11 @@ def prepare(cfg: PrepareConfig, tracker: Tracker | None = None, *, out_dir: str 
     tracker.log_artifact(plan.out / "skipped.tsv")
     tracker.finish("FINISHED")
     return summary
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a SLURM or cgroup CPU set), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _remember(run_file: Path, run_id: str) -> None:
@@ -509,6 +516,10 @@ class Store:
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{root}: the store's index cannot be read ({exc})") from None
         self._files: dict[tuple[int, str], int] = {}
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_files", {}).values():
+            os.close(handle)
 
     # listings, as the source layout gives them
 
