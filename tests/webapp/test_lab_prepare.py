@@ -119,6 +119,8 @@ def test_a_store_page_links_its_source_and_offers_no_second_store(client_a, data
     assert 'id="prepared-from"' in page and "synth" in page and 'id="prepare-form"' not in page
     source = client_a.get(reverse("lab:dataset", args=[dataset_a.pk])).content.decode()
     assert 'id="stores"' in source and "synth store" in source
+    listed = client_a.get(reverse("lab:datasets")).content.decode()
+    assert 'data-testid="store-of">clip store of synth<' in listed
 
 
 def test_the_api_queues_a_prepare_job(client, token_a, dataset_a):

@@ -53,7 +53,7 @@ def visible_jobs(user) -> QuerySet[Job]:
 
 
 def visible_datasets(user) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(team__in=user_teams(user)).select_related("team")
+    return Dataset.objects.filter(team__in=user_teams(user)).select_related("team", "prepared_from")
 
 
 def get_job(user, pk: int) -> Job:
