@@ -112,6 +112,43 @@ def test_an_interrupted_prepare_resumes_and_gives_the_store_a_fresh_one_gives(sy
     assert not (out / PARTIAL).exists()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_request_ends_after_the_shards_under_way_and_a_rerun_finishes(synthetic_root, tmp_path, workers):
+    out = tmp_path / "store"
+    asked = []
+
+    def stop_after_the_first_shard() -> bool:
+        return bool(asked)
+
+    summary = prepare_store(synthetic_root, "folder", out, workers=workers, should_stop=stop_after_the_first_shard,
+                            on_progress=lambda done, total: asked.append(done) if done else None)
+    assert summary.stopped and "stopped on request" in summary.text()
+    assert not (out / MANIFEST).exists() and (out / PARTIAL).exists()
+    finished = len(list((out / "shards").glob("*.json")))
+    assert 1 <= finished < -(-24 // shard_size(24))  # some shards, not every one
+    again = prepare_store(synthetic_root, "folder", out, workers=workers)
+    assert not again.stopped and again.reused_shards == finished and again.videos == 24
+
+
+def test_prepare_is_tracked_as_one_run_with_its_settings_sizes_and_skipped_files(synthetic_root, tmp_path):
+    from xdc.config import PrepareConfig
+    from xdc.data.store import prepare
+    from xdc.tracking import NullTracker
+
+    tracker = NullTracker()
+    cfg = PrepareConfig.from_dict({"path": str(synthetic_root), "store": {"short_side": 48}, "workers": 2})
+    reports = []
+    summary = prepare(cfg, tracker, out_dir=tmp_path / "store", on_progress=lambda *report: reports.append(report))
+    assert tracker.status == "FINISHED" and tracker.params["store.short_side"] == "48"
+    assert tracker.metrics["videos"] == [(0, 24.0)] and "skipped.tsv" in tracker.artifacts
+    assert reports[-1][0] == 1.0 and reports[-1][2] == "24/24 videos"
+    assert summary.record()["videos"] == 24
+    failing = NullTracker()
+    with pytest.raises(DataError):
+        prepare(PrepareConfig.from_dict({"path": str(tmp_path / "missing")}), failing, out_dir=tmp_path / "other")
+    assert failing.starts == 0 and not (tmp_path / "other").exists()  # refused before a run or a folder exists
+
+
 def test_a_rerun_of_a_finished_store_reuses_every_shard(synthetic_root, tmp_path):
     first = prepare_store(synthetic_root, "folder", tmp_path / "store")
     again = prepare_store(synthetic_root, "folder", tmp_path / "store")
