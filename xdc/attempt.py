@@ -1,8 +1,8 @@
 """One attempt at a job as a process of its own: `python -m xdc.attempt FOLDER` (or each rank of torchrun/srun).
 
 The supervisor (the lab's worker, or anyone) writes `FOLDER/spec.json`: the kind (pretrain, evaluate or prepare),
-the config, the output folder, the MLflow tracking URI and the tags of the run. The attempt runs xdc's public API on it and
-reports through `FOLDER/events.jsonl`, appended by rank 0 only, one JSON object per line:
+the config, the output folder, the MLflow tracking URI and the tags of the run. The attempt runs xdc's public API on
+it and reports through `FOLDER/events.jsonl`, appended by rank 0 only, one JSON object per line:
 
     {"event": "run", "run_id": ..., "experiment_id": ...}     the MLflow run exists (a resumed job: the same run)
     {"event": "progress", "progress": 0.42, "eta": 61.0, "stage": "round 2/4 epoch 1/3"}   at most every second

@@ -164,7 +164,7 @@ class AudioClipDataset(Dataset):
         item = self.files[int(index)]
         try:
             samples = media_of(item).read_audio(item.path, start=float(start), seconds=self.seconds,
-                                 sample_rate=self.cfg.sample_rate)
+                                                sample_rate=self.cfg.sample_rate)
         except MediaError as exc:
             return {"ok": False, "video_index": int(index), "error": str(exc)}
         return {"ok": True, "audio": self.log_mel(samples), "position": position, "video_index": int(index),

@@ -295,8 +295,8 @@ def _check_out(out: Path, intent: dict) -> None:
         if record is not None:
             ours = {key: record.get(key) for key in intent}
             if ours != intent:
-                raise DataError(f"{out} holds a store of other settings or another source ({_differences(ours, intent)}); "
-                                f"choose another --out or delete it")
+                raise DataError(f"{out} holds a store of other settings or another source "
+                                f"({_differences(ours, intent)}); choose another --out or delete it")
             break
     else:
         strangers = sorted(p.name for p in out.iterdir() if p.name not in mine)
