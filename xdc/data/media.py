@@ -212,7 +212,6 @@ def _read_sounds(container, spans: list[tuple[float, float]], sample_rate: int) 
 def _read_audio(container, start: float, seconds: float, sample_rate: int, *, short_ok: bool = False) -> np.ndarray:
     """Mono samples of [start, start + seconds); a track that ends inside the window is padded with silence when
     it fills half of it (refused when not), or returned as it is with `short_ok`."""
-
     if not container.streams.audio:
         raise MediaError("no audio stream")
     stream = container.streams.audio[0]
