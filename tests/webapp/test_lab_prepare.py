@@ -65,6 +65,12 @@ def test_sound_datasets_stores_and_other_teams_data_are_not_prepared(alice, bob,
                                    prepared_from=dataset_a)
     with pytest.raises(services.LabError, match="is itself a clip store"):
         submit_prepare(alice, store)
+    (tmp_path / "registered-store").mkdir()
+    (tmp_path / "registered-store" / "xdc-store.json").write_text("{}")  # a store registered by hand
+    by_hand = Dataset.objects.create(team=team_a, name="by hand", layout="folder",
+                                     path=str(tmp_path / "registered-store"))
+    with pytest.raises(services.LabError, match="is itself a clip store"):
+        submit_prepare(alice, by_hand)
     with pytest.raises(services.LabError, match="not in team team-b"):
         services.submit_jobs(bob, team_b, Job.Kind.PREPARE, [{}], dataset=dataset_a, resources={"resource": "cpu"})
     assert not Job.objects.exists()

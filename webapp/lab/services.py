@@ -324,6 +324,7 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
 
 def _store_source(team: Team, data: Dataset | None, cfg: dict[str, Any], where: str) -> Dataset:
     """The team's video dataset a prepare job reads: not a sound-only benchmark, not itself a store."""
+    from xdc.data.layouts import STORE_MANIFEST
     from xdc.data.store import AUDIO_ONLY_LAYOUTS
 
     if data is None:
@@ -335,7 +336,7 @@ def _store_source(team: Team, data: Dataset | None, cfg: dict[str, Any], where: 
     if data.layout in AUDIO_ONLY_LAYOUTS:
         raise _config_error(where, "path", f"dataset {data.name} holds sound files ({data.layout}), which are read "
                                            f"as fast as they are; a clip store holds videos")
-    if data.prepared_from_id is not None:
+    if data.prepared_from_id is not None or Path(data.path, STORE_MANIFEST).is_file():
         raise _config_error(where, "path", f"dataset {data.name} is itself a clip store; prepare its source")
     return data
 
