@@ -23,8 +23,9 @@ What is compared with what, and why:
   one clip through the trainer's step, counted by `torch.utils.flop_counter`; on CUDA, model FLOPs utilisation =
   FLOPs per clip x `train.xdc_step` / the device's dense bf16 peak (a table of data-sheet peaks; no row for a GPU it
   does not know), and the same step with `compile=true` (torch.compile of both encoders) timed beside the others.
-- End to end (`train.xdc_end_to_end`, `train.xdc_end_to_end_store`): a real `pretrain()` on the generated set, and
-  the same on its prepared store (`xdc prepare`, frames at the clips' short side), read back from the trainer's own
+- End to end (`train.xdc_end_to_end`, `train.xdc_end_to_end_store`, `..._store_w0`): a real `pretrain()` on the
+  generated set, the same on its prepared store (`xdc prepare`, frames at the clips' short side), and on the store
+  read in the trainer's own process (`data.num_workers=0`: on a CPU the loader's processes take cores from the step), read back from the trainer's own
   `train/epoch_clips_per_s` metric (clips trained over the epoch's wall time, the loader's start-up included; median
   over epochs). Its ratio is to `train.xdc_step`: the share of the model-step ceiling that survives decoding,
   feature extraction and clustering being outside. (The per-window `train/clips_per_s` is not used: once the
@@ -179,12 +180,14 @@ def run_benchmarks(out: Path, *, device: str = "auto", quick: bool = False, tiny
     end_to_end = bench_end_to_end(cfg, target, out / "runs" / "end_to_end")  # first: its memory peaks start clean
     store_cfg = replace(cfg, data=replace(cfg.data, path=str(prepared(source, sizes))))
     from_store = bench_end_to_end(store_cfg, target, out / "runs" / "end_to_end_store", name="store")
+    inline = bench_end_to_end(replace(store_cfg, data=replace(store_cfg.data, num_workers=0)), target,
+                              out / "runs" / "end_to_end_store_w0", name="store_w0")
     step = bench_train_step(cfg, sizes, target, out / "runs" / "step")
     step_rate = next(r.value for r in step if r.name == "train.xdc_step")
-    for row in (end_to_end[0], from_store[0]):
+    for row in (end_to_end[0], from_store[0], inline[0]):
         row.ratio = row.value / step_rate
     pipeline = bench_clip_pipeline(cfg, store_cfg, sizes)
-    results = [*step, *end_to_end, from_store[0], *loader_capacity(pipeline, step_rate, cfg.data.num_workers),
+    results = [*step, *end_to_end, from_store[0], inline[0], *loader_capacity(pipeline, step_rate, cfg.data.num_workers),
                *bench_ddp_scaling(cfg, sizes, target, out / "runs" / "ddp"), *pipeline, *bench_clustering(sizes)]
     machine["load_average_end"] = _load_average()
     report = {"machine": machine, "results": [r.to_dict() for r in results]}
@@ -486,6 +489,10 @@ def _free_port() -> int:
 # -- (a) end to end, and (d) its peak memory -----------------------------------------------------------------------
 
 
+END_TO_END_SOURCES = {"": "", "store": "from the prepared store: ",
+                      "store_w0": "from the prepared store, read in the trainer (no loader workers): "}
+
+
 def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *, name: str = "") -> list[Result]:
     """A real `pretrain()` run from scratch: its own clips/s metric, wall time and peak memory. `name` tells a
     second run (on the prepared store) from the first; only the first one's memory rows are reported."""
@@ -501,7 +508,7 @@ def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *
     epochs = [value for _, value in tracker.metrics["train/epoch_clips_per_s"]]
     results = [
         Result("train.xdc_end_to_end" + (f"_{name}" if name else ""), statistics.median(epochs), "clips/s", notes=(
-            f"{'from the prepared store: ' if name else ''}"
+            f"{END_TO_END_SOURCES[name]}"
             f"pretrain() train/epoch_clips_per_s (clips / epoch wall time, loader start-up included), median of "
             f"{len(epochs)} epochs, {cfg.data.num_workers} loader workers; ratio = end-to-end / train.xdc_step; "
             f"the run took {wall:.1f} s in all, feature extraction and clustering included")),

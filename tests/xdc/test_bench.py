@@ -14,12 +14,13 @@ PIPELINE = {f"data.{name}.w{workers}" for name in ("clip_pipeline", "store_pipel
             for workers in (0, 2)}
 CPU_RESULTS = {
     "train.plain_step", "train.xdc_step", "train.gflop_per_clip", "train.xdc_end_to_end",
-    "train.xdc_end_to_end_store", "data.loader_vs_step.source", "data.loader_vs_step.store",
+    "train.xdc_end_to_end_store", "train.xdc_end_to_end_store_w0", "data.loader_vs_step.source", "data.loader_vs_step.store",
     "memory.host_peak_rss", "memory.host_peak_rss_with_workers", "ddp.one_rank", "ddp.two_ranks",
     "data.raw_decode.w0", "data.raw_decode.w2", *PIPELINE,
     "cluster.faiss_kmeans", "cluster.sklearn_kmeans", "cluster.nmi_faiss_sklearn",
 }  # no train.mfu: a CPU has no bf16 tensor-core peak to measure against
-RATIOS = {"train.xdc_step", "train.xdc_end_to_end", "train.xdc_end_to_end_store", "ddp.two_ranks", *PIPELINE,
+RATIOS = {"train.xdc_step", "train.xdc_end_to_end", "train.xdc_end_to_end_store", "train.xdc_end_to_end_store_w0",
+          "ddp.two_ranks", *PIPELINE,
           "cluster.faiss_kmeans"}
 
 
