@@ -106,6 +106,7 @@ def test_the_dataset_page_queues_a_prepare_job_and_shows_refusals_on_their_field
     url = reverse("lab:dataset", args=[dataset_a.pk])
     page = client_a.get(url)
     assert page.status_code == 200 and b'id="prepare-form"' in page.content
+    assert b'placeholder="128"' in page.content and b'placeholder="90"' in page.content  # the defaults, shown
     refused = client_a.post(url, {"short_side": "2000", "priority": "5"})
     assert refused.status_code == 400 and not Job.objects.exists()
     assert "at most 1024" in refused.context["form"].errors["short_side"][0]

@@ -404,12 +404,18 @@ class PrepareForm(forms.Form):
     """A prepare job for the dataset whose page shows it: the clip store's settings, declared on xdc's PrepareConfig
     (empty: its default)."""
 
-    short_side = config_input("store.short_side", of=PrepareConfig)
+    short_side = config_input("store.short_side", of=PrepareConfig, label="short side (px)")
     fps = config_input("store.fps", of=PrepareConfig, label="frames per second")
     quality = config_input("store.quality", of=PrepareConfig, label="JPEG quality")
-    sample_rate = config_input("store.sample_rate", of=PrepareConfig)
+    sample_rate = config_input("store.sample_rate", of=PrepareConfig, label="sample rate (Hz)")
     workers = config_input("workers", of=PrepareConfig, label="processes")
     priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        specs = field_specs(PrepareConfig)
+        for name, key in PREPARE_KEYS.items():  # an empty field means the declared default: show it
+            self.fields[name].widget.attrs["placeholder"] = f"{specs[key].default:g}"
 
     def field_for(self, key: str) -> str | None:
         return next((name for name, target in PREPARE_KEYS.items() if target == key), None)
