@@ -228,6 +228,7 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> t
 
         summary = prepare(PrepareConfig.from_dict(spec.config), tracker, out_dir=Path(spec.out_dir) / "store",
                           on_progress=progress, should_stop=stop)
+        print(summary.text(), flush=True)  # the job's log tail says what was stored
         return summary.stopped, summary.record()
     raise ValueError(f"unknown attempt kind {spec.kind!r}")
 

@@ -110,11 +110,11 @@ def test_the_dataset_page_queues_a_prepare_job_and_shows_refusals_on_their_field
     refused = client_a.post(url, {"short_side": "2000", "priority": "5"})
     assert refused.status_code == 400 and not Job.objects.exists()
     assert "at most 1024" in refused.context["form"].errors["short_side"][0]
-    queued = client_a.post(url, {"short_side": "112", "quality": "85", "priority": "3"})
+    queued = client_a.post(url, {"short_side": "112", "quality": "85", "priority": "0"})
     job = Job.objects.get()
     assert queued.status_code == 302 and queued.url == job.get_absolute_url()
     assert (job.kind, job.priority, job.config["store"]["short_side"], job.config["store"]["quality"]) == \
-        ("prepare", 3, 112, 85)
+        ("prepare", 0, 112, 85)  # 0 is a priority, not "unset"
     clone = client_a.get(reverse("lab:job_clone", args=[job.pk]))
     assert clone.status_code == 302 and clone.url == url
 

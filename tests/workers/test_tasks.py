@@ -172,6 +172,7 @@ def test_a_prepare_job_writes_a_store_that_becomes_a_dataset_and_trains(jobs, vi
     run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["job_id"] == str(job.pk)
     assert run.data.metrics["videos"] == 8 and run.data.params["store.short_side"] == "40"
+    assert "stored 8 videos" in job.log_tail
     store = Dataset.objects.get(prepared_from=source)
     assert (store.status, store.files, store.layout, store.path) == ("ready", 8, "folder",
                                                                      str(Path(job.out_dir, "store")))

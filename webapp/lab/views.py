@@ -210,7 +210,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             job, = services.submit_jobs(request.user, dataset.team, Job.Kind.PREPARE, [form.config()],
                                         dataset=dataset, resources={"resource": "cpu"},
-                                        priority=form.cleaned_data["priority"] or 5)
+                                        priority=form.cleaned_data["priority"])
         except services.LabError as exc:
             add_lab_error(form, exc)
         else:
