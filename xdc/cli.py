@@ -109,7 +109,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from xdc.config import load_config
-    from xdc.tracking import MLflowTracker, NullTracker
     from xdc.train import pretrain
 
     base = {"data": {"path": args.data}}
@@ -118,14 +117,24 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.layout:
         base["data"]["layout"] = args.layout
     cfg = load_config(preset=args.preset, file=args.config, overrides=args.overrides, base=base)
+    result, tracker = _tracked(args, lambda tracker, bar, stop: pretrain(cfg, tracker, out_dir=args.out,
+                                                                         on_progress=bar, should_stop=stop))
+    _print_summary(result, tracker)
+    return 0
+
+
+def _tracked(args: argparse.Namespace, work):
+    """(what `work(tracker, on_progress, should_stop)` returns, the tracker), run as every long command runs: logged
+    to MLflow unless --no-track, a progress bar unless --quiet, SIGINT/SIGTERM asking it to stop."""
+    from xdc.tracking import MLflowTracker, NullTracker
+
     tracker = NullTracker() if args.no_track else MLflowTracker()
     stop = _stop_on_signals()
     bar = None if args.quiet else _ProgressBar()
-    result = pretrain(cfg, tracker, out_dir=args.out, on_progress=bar, should_stop=stop.is_set)
+    result = work(tracker, bar, stop.is_set)
     if bar:
         bar.close()
-    _print_summary(result, tracker)
-    return 0
+    return result, tracker
 
 
 def _print_summary(result, tracker) -> None:
@@ -147,7 +156,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from xdc.config import deep_merge, parse_override
     from xdc.evaluation import EvalConfig, default_out_dir, evaluate
     from xdc.evaluation.protocols import AUDIO_BENCHMARKS
-    from xdc.tracking import MLflowTracker, NullTracker
 
     raw = {"checkpoint": args.checkpoint, "benchmark": args.benchmark, "data": args.data,
            "protocol": args.protocol or ("svm" if args.benchmark in AUDIO_BENCHMARKS else "linear")}
@@ -158,12 +166,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raw = deep_merge(raw, parse_override(item))
     cfg = EvalConfig.from_dict(raw)
     out = Path(args.out) if args.out else default_out_dir(cfg)
-    tracker = NullTracker() if args.no_track else MLflowTracker()
-    stop = _stop_on_signals()
-    bar = None if args.quiet else _ProgressBar()
-    result = evaluate(cfg, tracker, out_dir=out, on_progress=bar, should_stop=stop.is_set)
-    if bar:
-        bar.close()
+    result, tracker = _tracked(args, lambda tracker, bar, stop: evaluate(cfg, tracker, out_dir=out, on_progress=bar,
+                                                                         should_stop=stop))
     if result.stopped:
         print("stopped on request; nothing written (run the same command again)")
         return 130
@@ -203,7 +207,6 @@ def _described(spec) -> str:
 def _prepare(args: argparse.Namespace) -> int:
     from xdc.config import PrepareConfig
     from xdc.data.store import prepare
-    from xdc.tracking import MLflowTracker, NullTracker
 
     raw = {"path": args.data, "store": {key: getattr(args, key) for key in field_specs(StoreSettings)
                                         if getattr(args, key) is not None}}
@@ -215,12 +218,8 @@ def _prepare(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # name the option, not the field
         option = f"--{(exc.key or '').removeprefix('store.').replace('_', '-')}"
         raise ConfigError(str(exc).replace(exc.key or "", option, 1), key=exc.key) from None
-    tracker = NullTracker() if args.no_track else MLflowTracker()
-    stop = _stop_on_signals()
-    bar = None if args.quiet else _ProgressBar()
-    summary = prepare(cfg, tracker, out_dir=args.out, on_progress=bar, should_stop=stop.is_set)
-    if bar:
-        bar.close()
+    summary, _ = _tracked(args, lambda tracker, bar, stop: prepare(cfg, tracker, out_dir=args.out, on_progress=bar,
+                                                                   should_stop=stop))
     print(summary.text())
     if summary.skipped:
         print(f"skipped files and why: {summary.root / 'skipped.tsv'}")
