@@ -266,8 +266,8 @@ class _Pretraining:
     def _begin_round(self) -> None:
         """Extract features, cluster them, share the assignments and give the heads fresh weights."""
         round_index = self.position["round"]
-        if self.should_stop():
-            raise StopRequested
+        if self.group.all_min(-1 if self.should_stop() else 0) < 0:  # agreed: one rank alone stopping here would
+            raise StopRequested  # leave the others in the extraction's barrier with a peer gone
         self.on_progress(self._fraction(), self._eta(), f"round {round_index + 1}: clustering")
         assignments = None
         if self.variant.spaces:

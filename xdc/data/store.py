@@ -517,9 +517,9 @@ class Store:
             raise DataError(f"{root}: the store's index cannot be read ({exc})") from None
         self._files: dict[tuple[int, str], int] = {}
 
-    def __del__(self) -> None:
+    def __del__(self, _close=os.close) -> None:  # os.close held here: at interpreter exit `os` may be gone
         for handle in getattr(self, "_files", {}).values():
-            os.close(handle)
+            _close(handle)
 
     # listings, as the source layout gives them
 
