@@ -296,16 +296,11 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
     """The team's dataset a checked config reads, and the pretraining job it evaluates (None for a baseline or a
     file under the team's checkpoint roots); LabError naming the key when the config reaches beyond its team."""
     if kind == Job.Kind.PREPARE:
-        return _store_source(team, dataset or _team_dataset(team, cfg["path"]), cfg, where), None
+        return _store_source(_registered(team, dataset, where, path=("path", cfg["path"]),
+                                         layout=("layout", cfg["layout"])), where), None
     if kind == Job.Kind.PRETRAIN:
-        data = dataset or _team_dataset(team, cfg["data"]["path"])
-        if data is None:
-            raise _config_error(where, "data.path", f"data.path {cfg['data']['path']!r:.200} is no dataset of "
-                                                    f"team {team.slug}; register it on the Datasets page first")
-        if data.layout != cfg["data"]["layout"]:
-            raise _config_error(where, "data.layout", f"dataset {data.name} is registered as {data.layout}, "
-                                                      f"not {cfg['data']['layout']}")
-        return data, None
+        return _registered(team, dataset, where, path=("data.path", cfg["data"]["path"]),
+                           layout=("data.layout", cfg["data"]["layout"])), None
     source = parent or _checkpoint_source(team, cfg["checkpoint"], where)
     data = dataset or _team_dataset(team, cfg["data"])
     if data is None:
@@ -322,17 +317,23 @@ def _links(kind: str, cfg: dict[str, Any], team: Team, *, dataset: Dataset | Non
     return data, source
 
 
-def _store_source(team: Team, data: Dataset | None, cfg: dict[str, Any], where: str) -> Dataset:
+def _registered(team: Team, dataset: Dataset | None, where: str, *, path: tuple[str, str],
+                layout: tuple[str, str]) -> Dataset:
+    """The team's dataset a config's (key, path) names (or the chosen one), registered with its (key, layout)."""
+    data = dataset or _team_dataset(team, path[1])
+    if data is None:
+        raise _config_error(where, path[0], f"{path[0]} {path[1]!r:.200} is no dataset of team {team.slug}; "
+                                            f"register it on the Datasets page first")
+    if data.layout != layout[1]:
+        raise _config_error(where, layout[0], f"dataset {data.name} is registered as {data.layout}, not {layout[1]}")
+    return data
+
+
+def _store_source(data: Dataset, where: str) -> Dataset:
     """The team's video dataset a prepare job reads: not a sound-only benchmark, not itself a store."""
     from xdc.data.layouts import STORE_MANIFEST
     from xdc.data.store import AUDIO_ONLY_LAYOUTS
 
-    if data is None:
-        raise _config_error(where, "path", f"path {cfg['path']!r:.200} is no dataset of team {team.slug}; register "
-                                           f"it on the Datasets page first")
-    if data.layout != cfg["layout"]:
-        raise _config_error(where, "layout", f"dataset {data.name} is registered as {data.layout}, not "
-                                             f"{cfg['layout']}")
     if data.layout in AUDIO_ONLY_LAYOUTS:
         raise _config_error(where, "path", f"dataset {data.name} holds sound files ({data.layout}), which are read "
                                            f"as fast as they are; a clip store holds videos")

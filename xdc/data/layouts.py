@@ -80,12 +80,13 @@ def read_layout(layout: str, root: str | Path, *, split: str = "train", fold: in
     root_dir = _existing_root(layout, root)
     _check_split(layout, reader, split)
     _check_fold(layout, reader, fold)
-    if (root_dir / STORE_MANIFEST).is_file():  # a prepared store lists the splits of the source it was prepared from
-        from xdc.data.store import open_store  # decoding modules, which listing a folder does not need
-
-        return open_store(str(root_dir)).listing(layout, split, fold)
     try:
-        listing = reader.read(root_dir, split, fold)
+        if (root_dir / STORE_MANIFEST).is_file():  # a prepared store lists the splits of its source
+            from xdc.data.store import open_store  # decoding modules, which listing a folder does not need
+
+            listing = open_store(str(root_dir)).listing(layout, split, fold)
+        else:
+            listing = reader.read(root_dir, split, fold)
     except OSError as error:  # an unreadable split file, label file or folder
         raise DataError(f"{layout}: cannot read {error.filename or root_dir}: {error.strerror or error}") from None
     if not listing.samples:

@@ -47,9 +47,9 @@ from torchvision.transforms.v2.functional import resize
 
 from xdc.config import PrepareConfig, StoreSettings
 from xdc.data.index import IndexEntry, file_key
-from xdc.data.layouts import LAYOUTS, STORE_MANIFEST, Listing, Sample, read_every_split, read_layout
+from xdc.data.layouts import LAYOUTS, STORE_MANIFEST, Listing, Sample, read_layout
 from xdc.data.media import MediaInfo, _resized_size, _seek, _single_threaded, probe
-from xdc.errors import DataError, MediaError, one_line
+from xdc.errors import ConfigError, DataError, MediaError, one_line
 from xdc.tracking import NullTracker, Tracker
 
 MANIFEST = STORE_MANIFEST
@@ -116,7 +116,7 @@ def prepare(cfg: PrepareConfig, tracker: Tracker | None = None, *, out_dir: str 
             on_progress(done / max(total, 1), eta, f"{done}/{total} videos")
 
     try:
-        summary = write_store(plan, workers=cfg.workers or _usable_cores(), on_progress=progress,
+        summary = write_store(plan, workers=min(cfg.workers or _usable_cores(), _usable_cores()), on_progress=progress,
                               should_stop=should_stop, before=lambda: _remember(run_file, run_id))
     except Exception as exc:
         tracker.finish("FAILED", error=one_line(exc))
@@ -180,7 +180,6 @@ def plan_store(source: str | Path, layout: str, out: str | Path, settings: Store
     if layout in AUDIO_ONLY_LAYOUTS:
         raise DataError(f"{layout} holds sound files, which are read as fast as they are; a store holds videos")
     source_root = Path(source).expanduser().resolve()
-    read_every_split(layout, source_root)  # a broken split file is refused here, as at registration
     if _manifest_path(source_root).is_file():
         raise DataError(f"{source_root} is itself a prepared store; prepare from the source dataset")
     out = Path(out).expanduser().resolve()
@@ -245,7 +244,9 @@ def shard_size(videos: int) -> int:
 
 
 def _source_splits(layout: str, root: Path) -> dict[str, dict]:
-    """Every split and fold the layout defines that the source has, keyed 'split/fold'."""
+    """Every split and fold the layout defines that the source has, keyed 'split/fold'. As at registration
+    (`read_every_split`), a broken split of a layout with folds is refused; a layout without folds has optional
+    splits (Kinetics without a test folder)."""
     reader = LAYOUTS[layout]
     splits = {}
     for fold in range(1, reader.folds + 1):
@@ -253,9 +254,9 @@ def _source_splits(layout: str, root: Path) -> dict[str, dict]:
             try:
                 listing = read_layout(layout, root, split=split, fold=fold)
             except DataError:
-                if split == "all":
+                if split == "all" or reader.folds > 1:
                     raise
-                continue  # an optional split the source does not have (Kinetics without a test folder)
+                continue
             splits[f"{split}/{fold}"] = {"listing": listing}
     return splits
 
@@ -374,8 +375,8 @@ def _transcode(path: str, frames_file, pcm_file, settings: StoreSettings) -> dic
             audio = _write_sound(container, pcm_file, settings.sample_rate) if info.has_audio else [0, 0]
     except MediaError:
         raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"cannot transcode: {exc}") from None
+    except (av.FFmpegError, ValueError) as exc:  # PyAV's own OSErrors are FFmpegErrors; a failed write of the
+        raise MediaError(f"cannot transcode: {exc}") from None  # store (a full disk) is no bad video: it fails the run
     return {"info": asdict(info), "error": "", "fps": fps, "offsets": [start + o for o in offsets], "audio": audio}
 
 
@@ -506,15 +507,16 @@ class Store:
             raise DataError(f"{root}: store format {manifest.get('format')!r} is not {FORMAT}; prepare it again "
                             f"with this version of xdc")
         self.manifest = manifest
-        self.layout: str = manifest["layout"]
-        self.settings = StoreSettings(**manifest["settings"])
-        self.videos: list[dict] = manifest["videos"]
-        self._row = {str(root / video["path"]): i for i, video in enumerate(self.videos)}
         try:
+            self.layout: str = manifest["layout"]
+            self.settings = StoreSettings.from_dict(manifest["settings"])
+            self.videos: list[dict] = manifest["videos"]
+            self._row = {str(root / video["path"]): i for i, video in enumerate(self.videos)}
             with np.load(root / "index.npz") as index:
                 self._index = {name: index[name] for name in index.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{root}: the store's index cannot be read ({exc})") from None
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+            raise DataError(f"{root}: the store's manifest or index is not one `xdc prepare` wrote ({exc!r:.200})") \
+                from None
         self._files: dict[tuple[int, str], int] = {}
 
     def __del__(self, _close=os.close) -> None:  # os.close held here: at interpreter exit `os` may be gone
@@ -527,20 +529,29 @@ class Store:
         if layout != self.layout:
             raise DataError(f"{self.root} is a prepared store of a {self.layout} dataset; read it with layout "
                             f"{self.layout}, not {layout}")
-        stored = self.manifest["splits"].get(f"{split}/{fold}")
+        splits = self.manifest.get("splits")
+        stored = splits.get(f"{split}/{fold}") if isinstance(splits, dict) else None
         if stored is None:
             raise DataError(f"{layout}: the store {self.root} holds no split {split!r}, fold {fold} (its source had "
                             f"none)")
-        samples = [Sample(self.root / self.videos[i]["path"], label) for i, label in stored["samples"]]
-        return Listing(layout, self.root, samples, list(stored["classes"]), stored["missing"])
+        try:
+            samples = [Sample(self.root / self.videos[i]["path"], label) for i, label in stored["samples"]]
+            return Listing(layout, self.root, samples, list(stored["classes"]), int(stored["missing"]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise DataError(f"{self.root}: the store's split {split}/{fold} is not one `xdc prepare` wrote "
+                            f"({exc!r:.200})") from None
 
     def entries(self, paths: list[Path]) -> list[IndexEntry]:
         """What the source's index would say of each file, recorded when it was stored."""
         entries = []
-        for path in paths:
-            video = self.videos[self._row[str(path)]]
-            info = MediaInfo(**video["info"]) if video["info"] else None
-            entries.append(IndexEntry(str(path), info, video["error"]))
+        try:
+            for path in paths:
+                video = self.videos[self._row[str(path)]]
+                info = MediaInfo(**video["info"]) if video["info"] else None
+                entries.append(IndexEntry(str(path), info, str(video["error"])))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise DataError(f"{self.root}: the store's media records are not ones `xdc prepare` wrote "
+                            f"({exc!r:.200})") from None
         return entries
 
     def check_reads(self, *, resize_short: int, fps: float, sample_rate: int, with_audio: bool) -> None:

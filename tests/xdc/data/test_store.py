@@ -224,3 +224,30 @@ def test_the_command_prepares_and_refuses_bad_options_in_one_line(synthetic_root
     assert main(["prepare", str(synthetic_root), "--out", str(tmp_path / "other"), "--quality", "0"]) == 2
     assert capsys.readouterr().err.strip() == "xdc: error: --quality must be at least 1, got 0"
     assert not (tmp_path / "other").exists()
+
+
+def test_a_full_disk_fails_the_prepare_instead_of_skipping_the_video(synthetic_root, tmp_path):
+    from xdc.config import StoreSettings
+    from xdc.data.store import _transcode
+
+    video = sorted((synthetic_root / "videos").glob("*.mp4"))[0]
+    with open("/dev/full", "wb", buffering=0) as full, open(tmp_path / "pcm", "wb") as pcm:
+        with pytest.raises(OSError) as caught:  # ENOSPC, as on a full disk; not a MediaError ("bad video")
+            _transcode(str(video), full, pcm, StoreSettings())
+    assert not isinstance(caught.value, MediaError)
+
+
+@pytest.mark.parametrize("manifest", [
+    {"format": 1},
+    {"format": 1, "layout": "folder", "settings": {"short_side": "x"}, "videos": []},
+    {"format": 1, "layout": "folder", "settings": {}, "videos": [{"path": "a.mp4"}], "splits": {"all/1": {
+        "samples": [[7, 0]], "classes": [], "missing": 0}}},
+])
+def test_a_manifest_not_written_by_prepare_is_refused_in_one_line(folder_store, tmp_path, manifest):
+    import json
+
+    shutil.copytree(folder_store, tmp_path / "store")
+    (tmp_path / "store" / MANIFEST).write_text(json.dumps(manifest))
+    open_store.cache_clear()
+    with pytest.raises(DataError, match="not one `xdc prepare` wrote|not ones"):
+        read_layout("folder", tmp_path / "store", split="all")
