@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The web site's tests run a second time on PostgreSQL (pytest-django creates and drops test_<name> there).
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install system-packages test test-fast demo worker bench bench-gpu gpu-wheels compare clean
+.PHONY: install system-packages test test-fast demo worker bench bench-gpu bench-lab gpu-wheels compare clean
 
 install: $(STAMP)
 
@@ -29,7 +29,7 @@ test-fast: install system-packages
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
-	SLURM=$(SLURM) bash deploy/demo.sh
+	SLURM=$(SLURM) exec bash deploy/demo.sh
 
 # `make worker GPUS=0,1,2,3`: one Celery worker owning those GPUs (jobs of 1-4 GPUs side by side); without GPUS, one
 # worker on the cpu and gpu1 queues; `make worker SLURM=1`: the SLURM head-node worker (queue slurm).
@@ -38,6 +38,12 @@ worker: install
 
 bench: install
 	$(PY) -m xdc bench --out bench-results
+
+# The web site's heavy pages (leaderboard, its API, jobs, a 200-run comparison) on a team of 10,000 jobs: p50/p95 in
+# bench-results/lab.json. Creates and drops its own database, xdc_bench_lab, on that PostgreSQL server.
+BENCH_LAB_DATABASE_URL ?= $(TEST_DATABASE_URL)
+bench-lab: install
+	$(PY) manage.py bench_lab --database-url $(BENCH_LAB_DATABASE_URL) --out bench-results/lab.json
 
 # On a bare GPU machine (its own Python and torch, no venv): `xdc bench --device cuda --quick`, inputs generated there;
 # PyAV and faiss from the wheels `make gpu-wheels` puts in .whl/ (run that here first and carry .whl/ along).

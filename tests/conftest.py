@@ -98,7 +98,9 @@ def _wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float
 # -- the platform's processes: a broker and one Celery worker for the session (tests/workers, tests/e2e) ---------
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = 15
+# Two test sessions side by side (two checkouts, or helpers) take other databases: XDC_TEST_REDIS_DB=13 uses 13 and
+# 12 (the private broker is the one below), so neither flushes the other's queues.
+TEST_REDIS_DB = int(os.environ.get("XDC_TEST_REDIS_DB", "15"))
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from a thread of its own (so a long clustering step never looks like a dead work
 log tail, and one final call: finish_job, fail_job or mark_cancelled. A heartbeat answers whether to stop (a cancel
 was requested, or the row was requeued to another attempt), as does a shutdown of the worker: the supervisor asks
 the trainer to checkpoint and stop (SIGTERM to its process group) and kills it if it has not ended after
-`settings.LAB_STOP_GRACE_SECONDS`. A trainer that crashes (a segfault, the OOM killer) fails the attempt with its
-last output lines as the reason, and the worker lives on.
+`settings.LAB_STOP_GRACE_SECONDS`. A trainer that crashes (a segfault, the OOM killer) fails the attempt with how it
+ended and its last output line as the reason (the lines before it are in the log tail), and the worker lives on.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_attempt(job, *, gpus: list[str] | None = None) -> None:
     and leave its row in a final state, unless the row was taken from this attempt meanwhile (requeued as stale):
     then the new attempt owns it."""
     on = f", GPUs {','.join(gpus)}" if gpus else ""
-    services.append_log(job.id, f"[worker] attempt {job.attempt} started on {job.worker}{on}\n")
+    services.append_event(job.id, f"[worker] attempt {job.attempt} started on {job.worker}{on}\n")
     heartbeat = Heartbeat(job.id, worker=job.worker, attempt=job.attempt, interval=settings.LAB_HEARTBEAT_SECONDS)
     heartbeat.start()
     supervisor = Supervisor(job, heartbeat, gpus=gpus)
@@ -67,10 +67,12 @@ def run_attempt(job, *, gpus: list[str] | None = None) -> None:
     elif outcome.lost:
         services.requeue_after_loss(job.id, owner=owner, reason=outcome.lost)
     elif outcome.stopped and SHUTTING_DOWN.is_set() and not heartbeat.cancel_seen:
-        services.append_log(job.id, f"[worker] {job.worker} is shutting down: checkpointed, back in the queue\n")
+        services.append_event(job.id, f"[worker] {job.worker} is shutting down: checkpointed, back in the queue\n")
+        if outcome.run_id:  # a trainer killed after the grace left its run open; the next attempt reopens it
+            close_run(job, outcome.run_id, "KILLED", "worker shutting down: back in the queue")
         services.requeue_job(job.id, owner=owner, reason="worker shutting down")
     elif outcome.preempted:
-        services.append_log(job.id, f"[worker] {outcome.preempted}: checkpointed, back in the queue\n")
+        services.append_event(job.id, f"[worker] {outcome.preempted}: checkpointed, back in the queue\n")
         services.requeue_job(job.id, owner=owner, reason=outcome.preempted)
     elif outcome.cancelled_outside:
         close_run(job, outcome.run_id, "KILLED", outcome.cancelled_outside)
@@ -123,7 +125,7 @@ class Supervisor:
         env = attempt_env(self.job, gpus=self.gpus)
         self.launch = LAUNCHERS[resources.launcher](self.folder, resources, env=env)
         try:
-            services.append_log(self.job.id, f"[worker] trainer started: {self.launch.description}\n")
+            services.append_event(self.job.id, f"[worker] trainer started: {self.launch.description}\n")
             status = self._follow(self.launch)
         except BaseException:  # the supervisor itself gave up: the trainer must not train on unsupervised
             log.exception("job %s: supervision failed; ending its trainer", self.job.id)
@@ -155,12 +157,12 @@ class Supervisor:
                     stop_sent = time.monotonic()
                     self.stop_sent = True
                     launch.stop()
-                    services.append_log(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
+                    services.append_event(self.job.id, "[worker] stop requested: the trainer checkpoints and stops\n")
                 elif (stop_sent is not None and not killed
                       and time.monotonic() - stop_sent > settings.LAB_STOP_GRACE_SECONDS):
                     killed = True
                     launch.kill()
-                    services.append_log(self.job.id, f"[worker] the trainer did not stop within "
+                    services.append_event(self.job.id, f"[worker] the trainer did not stop within "
                                                      f"{settings.LAB_STOP_GRACE_SECONDS} s: killed\n")
                 trouble_since = None
             except (DatabaseError, OSError, XDCError) as exc:
@@ -179,10 +181,10 @@ class Supervisor:
         elif kind == "run":
             self.outcome.run_id = str(event["run_id"])
             services.set_run(self.job.id, run_id=self.outcome.run_id, experiment_id=str(event["experiment_id"]))
-        elif kind == "resumed":
-            services.append_log(self.job.id, f"[worker] attempt {self.job.attempt} resumed from the checkpoint at "
-                                             f"round {event.get('round')}, epoch {event.get('epoch')}, step "
-                                             f"{event.get('global_step')}\n")
+        elif kind == "resumed":  # the checkpoint's position counts from 0; the trainer's stages, as here, from 1
+            services.append_event(self.job.id, f"[worker] attempt {self.job.attempt} resumed from the checkpoint at "
+                                             f"round {int(event.get('round', 0)) + 1}, epoch "
+                                             f"{int(event.get('epoch', 0)) + 1}, step {event.get('global_step')}\n")
         elif kind in ("done", "failed"):
             self.ending = event
 
@@ -226,16 +228,17 @@ class Supervisor:
         elif verdict == "lost" or ending.get("lost_peers") or (not ending and self.ranks > 1):
             # A rank or node of a multi-rank trainer went away (its peers' collective failed, or rank 0 itself went
             # without a word): retried like a vanished worker, up to LAB_MAX_WORKER_LOSSES.
-            detail = ending.get("error") or last_lines(self.folder / OUTPUT_FILE, lines=4)
+            detail = ending.get("error") or last_lines(self.folder / OUTPUT_FILE, lines=1)
             outcome.lost = f"the trainer {how}" + (f": {detail[:300]}" if detail else "")
         elif verdict == "cancelled" and not self.stop_sent:
             outcome.cancelled_outside = f"the trainer {how}, cancelled from outside the lab before a checkpoint"
         elif verdict == "preempted":
             outcome.preempted = f"the trainer {how}"
         else:
-            tail = last_lines(self.folder / OUTPUT_FILE, lines=6)
+            # One line, as every reason; the output before it (a traceback, faulthandler's stack) is in the log tail.
+            tail = last_lines(self.folder / OUTPUT_FILE, lines=1)
             outcome.error = f"the trainer {how} before reporting an outcome" + (
-                f"; its last output: {tail}" if tail else "")
+                f"; its last output: {tail.strip()}" if tail else "")
         return outcome
 
 

@@ -57,15 +57,17 @@ def sync_mlflow_accounts() -> None:
 
 
 def _watch(hostname: str) -> None:
-    from workers import gpus
+    from workers import gpus, presence
 
     synced_at = 0.0
+    presence.announce(hostname)
     while not _stop.wait(settings.LAB_WATCHDOG_SECONDS):
         try:
             sweep()
         except Exception:
             log.exception("stale-job sweep failed; retrying in %ss", settings.LAB_WATCHDOG_SECONDS)
         gpus.follow_free_gpus(hostname)  # a worker with a GPU set: its queues follow its free GPUs
+        presence.announce(hostname)  # which queues it reads now, for the site's "why does my job wait"
         if time.monotonic() - synced_at >= settings.LAB_MLFLOW_SYNC_SECONDS:
             synced_at = time.monotonic()
             try:
@@ -76,14 +78,20 @@ def _watch(hostname: str) -> None:
 
 @worker_ready.connect
 def start_watchdog(sender=None, **_) -> None:
+    from workers import presence
+
     _stop.clear()
+    presence.track(sender)
     hostname = getattr(sender, "hostname", "")
     threading.Thread(target=_watch, args=(hostname,), name="stale-job-watchdog", daemon=True).start()
 
 
 @worker_shutdown.connect
-def stop_watchdog(**_) -> None:
+def stop_watchdog(sender=None, **_) -> None:
+    from workers import presence
+
     _stop.set()
+    presence.withdraw(getattr(sender, "hostname", ""))
 
 
 @worker_shutting_down.connect

@@ -12,6 +12,10 @@ it and reports through `FOLDER/events.jsonl`, appended by rank 0 only, one JSON 
     {"event": "failed", "error": "...", "lost_peers": false}   the end: xdc raised; the error is for the user
                                                                (lost_peers: a collective lost another rank)
 
+Its output (stdout and stderr) goes to `FOLDER/output.log`, which the supervisor copies into the job's log tail: rank 0
+logs at INFO what a person watching wants to read (the data's screening, each round's clusters, each epoch's loss
+and speed, how it ended), the other ranks only warnings and errors, and a failure's traceback ends it.
+
 Why a file: it needs no network path from a compute node back to the lab (a SLURM node can write the shared runs
 folder; it often cannot reach the lab's database or broker), it is read by a supervisor on another machine as easily
 as on this one, and it stays as the attempt's record. A process that dies without a last line (a segfault, the OOM
@@ -25,7 +29,9 @@ trainer holding a device.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import json
+import logging
 import os
 import re
 import signal
@@ -43,6 +49,7 @@ PROGRESS_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 ENDINGS = ("done", "failed")
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger("xdc.attempt")  # by name: run as `python -m`, this module is __main__
 
 
 @dataclass
@@ -173,7 +180,9 @@ def run(folder: Path) -> int:
     """Run the attempt in `folder`: 0 once it is done (finished or stopped) and reported so; a failure is reported,
     then raised (exit status 1, its traceback in output.log)."""
     spec = AttemptSpec.read(folder)
-    main = int(os.environ.get("RANK", "0")) == 0
+    rank = int(os.environ.get("RANK", "0"))
+    main = rank == 0
+    setup_logging(rank, int(os.environ.get("WORLD_SIZE", "1")))
     events = EventLog(folder) if main else None
     stop = stop_on_signals()
     try:
@@ -204,6 +213,20 @@ def _lost_peers(exc: BaseException) -> bool:
     return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and bool(PEER_LOSS.search(str(exc))))
 
 
+def setup_logging(rank: int, world: int) -> None:
+    """xdc's logging, Python's warnings and a crash's stack on stderr (output.log, the job's log tail): rank 0 at
+    INFO; the other ranks, which repeat its work, at WARNING and marked with their rank; other libraries at WARNING."""
+    prefix = f"[rank {rank}] " if world > 1 else ""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("xdc").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logging.captureWarnings(True)
+    faulthandler.enable()  # a segfault or an abort leaves the Python stack in the log, not only its signal
+
+
 def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> tuple[bool, dict[str, Any]]:
     tracker = _tracker(spec, events)
     progress = events.progress if events else None
@@ -211,6 +234,9 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> t
         from xdc.config import PretrainConfig
         from xdc.train import pretrain
 
+        if events:  # rank 0 tells the log what the run tracks
+            tracker = narrator = Narrator(tracker, spec.config)
+            progress = narrator.progress(progress)
         result = pretrain(PretrainConfig.from_dict(spec.config), tracker, out_dir=spec.out_dir,
                           on_progress=progress, should_stop=stop)
         if result.resumed_from and events:
@@ -221,6 +247,8 @@ def _execute(spec: AttemptSpec, events: EventLog | None, stop: StopRequest) -> t
 
         result = evaluate(EvalConfig.from_dict(spec.config), tracker, out_dir=spec.out_dir,
                           on_progress=progress, should_stop=stop)
+        if result.record:
+            log.info("result: %s", _numbers(result.record.get("metrics") or {}))
         return result.stopped, result.record
     if spec.kind == "prepare":  # the store goes into the job's folder, beside its attempts
         from xdc.config import PrepareConfig
@@ -258,6 +286,96 @@ class ReportingTracker:
         experiment_id = self.inner.client.get_run(run_id).info.experiment_id
         self.events.write("run", run_id=run_id, experiment_id=experiment_id)
         return run_id
+
+
+class Narrator:
+    """Rank 0's tracker of a pretraining, which passes everything on and logs, from what the run tracks, the lines a
+    person reading the job's log wants: the data's screening, each round's clusters, each epoch's loss and speed, the
+    end. Built on the tracker's calls rather than inside the trainer, so the log and MLflow never disagree."""
+
+    def __init__(self, inner, config: dict[str, Any]):
+        self.inner = inner
+        self.rounds = int(config.get("rounds") or 0)
+        self.k = config.get("cluster") or {}
+        self.stage = ""
+        self.eta: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def progress(self, forward):
+        """The progress callback, remembering the last stage and ETA for the epoch lines."""
+        def on_progress(fraction: float, eta: float | None, stage: str) -> None:
+            self.stage, self.eta = stage, eta
+            if forward:
+                forward(fraction, eta, stage)
+        return on_progress
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        self.inner.log_metrics(metrics, step=step)
+        if "data/usable" in metrics:
+            log.info("%s", data_line(metrics))
+        if any(key.startswith("cluster/") for key in metrics):
+            log.info("%s", round_line(metrics, step, self.rounds, self.k))
+        if "train/epoch_clips_per_s" in metrics:
+            left = f", about {duration(self.eta)} left" if self.eta else ""
+            log.info("%s: epoch done, %.1f clips/s%s", self.stage or f"step {step}",
+                     metrics["train/epoch_clips_per_s"], left)
+
+    def finish(self, status: str, *, error: str = "") -> None:
+        if status == "FINISHED":
+            log.info("finished")
+        elif status == "KILLED":
+            log.info("stopped on request at %s; checkpointed", self.stage or "the start")
+        self.inner.finish(status, error=error)
+
+
+def data_line(metrics: dict[str, float]) -> str:
+    """'data: 478 usable videos; skipped 2 (1 no_audio, 1 undecodable), listed in skipped_files.tsv'."""
+    skipped = {key.removeprefix("data/skipped_"): int(value) for key, value in metrics.items()
+               if key.startswith("data/skipped_") and value}
+    line = f"data: {int(metrics['data/usable'])} usable videos"
+    if skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        line += f"; skipped {sum(skipped.values())} ({reasons}), listed in skipped_files.tsv"
+    return line
+
+
+def round_line(metrics: dict[str, float], round_index: int, rounds: int, k: dict[str, Any]) -> str:
+    """One round's clusters: 'round 2/4 clusters: video 16/16 used (largest 9%, NMI with labels 0.10), audio ...;
+    NMI video-audio 0.41'. Clusters used out of K, how even they are, how they follow the labels where known, and
+    how well the modalities agree."""
+    found = {key.removeprefix("cluster/"): value for key, value in metrics.items() if key.startswith("cluster/")}
+    spaces = [key.removeprefix("nonempty_") for key in found if key.startswith("nonempty_")]
+    parts = []
+    for space in spaces:
+        part = f"{space} {found[f'nonempty_{space}']:.0f}/{k.get(f'k_{space}', '?')} used"
+        part += f" (largest {found.get(f'largest_share_{space}', 0.0):.0%}"
+        if f"nmi_labels_{space}" in found:
+            part += f", NMI with labels {found[f'nmi_labels_{space}']:.2f}"
+        if f"stability_{space}" in found:
+            part += f", with last round {found[f'stability_{space}']:.2f}"
+        parts.append(part + ")")
+    pairs = [f"{a}-{b} {found[f'nmi_{a}_{b}']:.2f}" for i, a in enumerate(spaces) for b in spaces[i + 1:]
+             if f"nmi_{a}_{b}" in found]
+    line = f"round {round_index + 1}/{rounds} clusters: " + ", ".join(parts)
+    line += f"; NMI {', '.join(pairs)}" if pairs else ""
+    failed = int(found.get("extract_failed", 0))
+    return line + (f"; {failed} videos gave no features" if failed else "")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _numbers(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:.4g}" if isinstance(value, (int, float)) else f"{key} {value}"
+                     for key, value in metrics.items()) or "no metrics"
 
 
 def main(argv: list[str] | None = None) -> int:

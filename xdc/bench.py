@@ -29,7 +29,10 @@ What is compared with what, and why:
   `train/epoch_clips_per_s` metric (clips trained over the epoch's wall time, the loader's start-up included; median
   over epochs). Its ratio is to `train.xdc_step`: the share of the model-step ceiling that survives decoding,
   feature extraction and clustering being outside. (The per-window `train/clips_per_s` is not used: once the
-  loader's workers have prefetched, a window measures the model step alone.)
+  loader's workers have prefetched, a window measures the model step alone.) `train.gallery_overhead`: in the same
+  run, the seconds of each round's cluster gallery (xdc.gallery: decoding its members, strips, WAVs, map, logging)
+  over the round's wall time, both read from when the trainer logs to the tracker (round start, the round's
+  diagnostics, its gallery.json), so nothing inside the trainer is timed by hand.
 - Clip pipeline (`data.clip_pipeline.wN` vs `data.raw_decode.wN`): `ClipDataset` + `clip_loader` (decode, crop,
   log-mel, collate) against `read_clip` alone on the same requests, batch size, worker count and prefetch depth.
   A loader's start-up is timed, as every training epoch pays it. `data.store_pipeline.wN`: the same requests read
@@ -498,7 +501,7 @@ def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *
     second run (on the prepared store) from the first; only the first one's memory rows are reported."""
     _say(f"end-to-end pretrain(): {cfg.rounds} round(s) on {cfg.data.path}")
     shutil.rmtree(workdir, ignore_errors=True)  # a finished run in the folder would make pretrain() return at once
-    tracker = NullTracker()
+    tracker = ClockedTracker()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRss() as rss:
@@ -516,10 +519,47 @@ def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *
         Result("memory.host_peak_rss_with_workers", rss.peak_total / MIB, "MiB",
                notes="this process + its loader workers; an upper bound: shared pages count once per process"),
     ]
+    share, per_round = gallery_share(tracker.clock, cfg.rounds)
+    results.append(Result("train.gallery_overhead", share, "fraction", notes=(
+        f"the rounds' cluster galleries ({cfg.gallery_members} members a cluster and view) over the rounds' wall "
+        f"time, all {cfg.rounds} together; per round {', '.join(f'{x:.3f}' for x in per_round)}")))
     if device.type == "cuda":
         results.append(Result("memory.device_peak", torch.cuda.max_memory_allocated(device) / MIB, "MiB",
                               notes="torch.cuda.max_memory_allocated during the end-to-end run"))
     return results
+
+
+class ClockedTracker(NullTracker):
+    """A NullTracker that notes when each artifact, each round's start (`train/round`) and the run's end were
+    logged: marks to time the trainer's phases by, from outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        super().log_metrics(metrics, step=step)
+        if "train/round" in metrics:
+            self.clock[f"round {int(metrics['train/round'])}"] = time.perf_counter()
+
+    def log_artifact(self, path: Path, artifact_path: str = "") -> None:
+        super().log_artifact(path, artifact_path)
+        self.clock[self.artifacts[-1]] = time.perf_counter()
+
+    def finish(self, status: str, *, error: str = "") -> None:
+        super().finish(status, error=error)
+        self.clock["end"] = time.perf_counter()
+
+
+def gallery_share(clock: dict[str, float], rounds: int) -> tuple[float, list[float]]:
+    """The galleries' seconds over the rounds' (together, and per round). A round runs from its start to the next
+    one's (the last to the run's end); its gallery from its diagnostics JSON, the last thing logged before it, to
+    its gallery.json, the gallery's last file."""
+    bounds = [clock[f"round {r}"] for r in range(rounds)] + [clock["end"]]
+    spent = [clock[f"gallery/round_{r:03d}/gallery.json"] - clock[f"diagnostics/round_{r:03d}.json"]
+             for r in range(rounds)]
+    lengths = np.diff(bounds)
+    return float(sum(spent) / lengths.sum()), [float(s / n) for s, n in zip(spent, lengths)]
 
 
 class PeakRss:

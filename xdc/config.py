@@ -226,6 +226,9 @@ class PretrainConfig(TypedConfig):
     log_every: int = setting(10, low=1, limit=1_000_000, runtime=True)
     experiment: str = setting("xdc-pretrain", runtime=True)
     run_name: str = setting("", runtime=True)
+    gallery_members: int = setting(4, low=0, limit=16, runtime=True,
+                                   help="member videos shown per cluster and view in the round's gallery (0: no "
+                                        "gallery)")
     data: DataConfig = section(DataConfig)
     model: ModelConfig = section(ModelConfig)
     cluster: ClusterConfig = section(ClusterConfig)
@@ -363,7 +366,8 @@ def _raised_limits(text: str) -> dict[str, float]:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A complete 2-round run on CPU in seconds: for smoke tests and CI.
+    # A complete 2-round run on CPU in seconds, for smoke tests and CI: on 2 cores 6 s for 8 short videos, 20 s for
+    # the demo's 480 (2026-12-05).
     "tiny": {
         "rounds": 2, "epochs_per_round": 1, "batch_size": 8, "log_every": 2,
         "data": {"clip_frames": 4, "fps": 8.0, "resize_short": 40, "crop_size": 32, "n_mels": 32,
@@ -372,12 +376,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cluster": {"k_video": 4, "k_audio": 4, "k_joint": 4, "iterations": 10, "pca_dim": 16},
         "optim": {"lr": 0.05},
     },
-    # The 2-core CPU budget (the demo's): about 5 minutes for a few hundred videos. The small evaluation protocols
-    # share its inputs: 56 px crops of a 64 px short side (at 32 px not even a supervised encoder learns a
-    # handwritten digit), 4 frames, 32 mel bands. Sobel input and per-clip log-mel standardisation keep the clusters
-    # off ink colour and loudness; K over-clusters a handful of classes; 2 s of sound around the 0.5 s clip (AVID's
-    # audio context) hold a whole word or phrase, which the audio clusters follow far better than half a second's
-    # fragment (README, `make compare`, for the numbers).
+    # The 2-core CPU budget (the demo's): 6½ minutes for the demo's 360 training videos (2026-12-05). The small
+    # evaluation protocols share its inputs: 56 px crops of a 64 px short side (at 32 px not even a supervised encoder
+    # learns a handwritten digit), 4 frames, 32 mel bands. Sobel input and per-clip log-mel standardisation keep the
+    # clusters off ink colour and loudness; K over-clusters a handful of classes; 2 s of sound around the 0.5 s clip
+    # (AVID's audio context) hold a whole word or phrase, which the audio clusters follow far better than half a
+    # second's fragment (README, `make compare`, for the numbers).
     "small": {
         "rounds": 4, "epochs_per_round": 3, "batch_size": 16, "log_every": 10,
         "data": {"clip_frames": 4, "fps": 8.0, "resize_short": 64, "crop_size": 56, "n_mels": 32,

@@ -45,7 +45,7 @@ class Tracker(Protocol):
     def start(self, *, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]) -> str: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None: ...
-    def log_artifact(self, path: Path, artifact_path: str = "") -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str = "") -> None: ...  # a file, or a folder and its files
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def finish(self, status: str, *, error: str = "") -> None: ...
 
@@ -77,7 +77,12 @@ class NullTracker:
             self.metrics.setdefault(key, []).append((step, float(value)))
 
     def log_artifact(self, path: Path, artifact_path: str = "") -> None:
-        self.artifacts.append(f"{artifact_path}/{Path(path).name}".lstrip("/"))
+        path = Path(path)
+        if path.is_dir():  # as MLflow's log_artifacts: the folder's files under artifact_path, laid out as they are
+            self.artifacts += [f"{artifact_path}/{p.relative_to(path).as_posix()}".lstrip("/")
+                               for p in sorted(path.rglob("*")) if p.is_file()]
+            return
+        self.artifacts.append(f"{artifact_path}/{path.name}".lstrip("/"))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.tags.update(tags)
@@ -182,7 +187,7 @@ class MLflowTracker:
             self.spool.append({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
             self._wake.set()
             return
-        self.client.log_artifact(self.run_id, str(path), artifact_path or None)
+        _upload(self.client, self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if not tags:
@@ -264,20 +269,35 @@ class MLflowTracker:
                     self.client.log_batch(self.run_id, params=items[begin:begin + PARAMS_PER_BATCH])
             elif op["op"] == "tags":
                 self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in op["values"].items()])
-            elif op["op"] == "artifact" and Path(op["path"]).is_file():
-                self.client.log_artifact(self.run_id, op["path"], op["artifact_path"] or None)
+            elif op["op"] == "artifact" and Path(op["path"]).exists():
+                _upload(self.client, self.run_id, op["path"], op["artifact_path"])
 
     def _experiment_id(self, name: str) -> str:
+        """The experiment's id, created if needed, marked as model training so that MLflow 3's UI opens its runs
+        in the training view (metrics, parameters, artifacts) rather than the GenAI traces view."""
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except Exception:  # another worker created it between our two calls
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        if experiment is None:
+            try:
+                return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+            except Exception:  # another worker created it between our two calls
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        return experiment.experiment_id
+
+
+def _upload(client, run_id: str, path: str, artifact_path: str) -> None:
+    """A file, or a folder with everything under it (kept as laid out), as artifacts of the run."""
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, path, artifact_path or None)
+    else:
+        client.log_artifact(run_id, path, artifact_path or None)
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3's UI to choose an experiment's view
+TRAINING_KIND = "custom_model_development"
 
 
 class Spool:

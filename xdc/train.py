@@ -32,7 +32,9 @@ from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_reque
 from xdc.data.transforms import normalize_video
 from xdc.distributed import Dist, init_distributed, shutdown
 from xdc.errors import ConfigError, DataError, TrainingError
+from xdc.gallery import gallery_folder, log_gallery, write_gallery
 from xdc.models import AVModel
+from xdc.progress import Pace
 from xdc.report import write_assignments, write_round_plot
 from xdc.tracking import NullTracker, Tracker, TrackingError, git_sha
 from xdc.variants import VARIANTS, variant_loss
@@ -103,8 +105,6 @@ class _Pretraining:
         self.round_metrics: dict[str, float] = {}
         self.failed_clips = 0
         self.run_id: str | None = None
-        self.started = time.monotonic()
-        self.start_step = 0
         self.resumed_from: dict[str, int] | None = None
 
     # -- setup -------------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class _Pretraining:
         if state is not None:
             self._restore(state)
             self.resumed_from = dict(self.position)
-        self.start_step = self.position["global_step"]
+        self.pace = self._pace()
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if self.group.active else self.model)
 
@@ -253,9 +253,11 @@ class _Pretraining:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self.pace.start(self.position["global_step"])
         while self.position["round"] < self.cfg.rounds:
             if not self.assignments:
-                self._begin_round()
+                with self.pace.round_beginning():
+                    self._begin_round()
             self._train_epoch()
             self.position.update(epoch=self.position["epoch"] + 1, step=0)
             if self.position["epoch"] == self.cfg.epochs_per_round:
@@ -268,6 +270,8 @@ class _Pretraining:
         round_index = self.position["round"]
         if self.group.all_min(-1 if self.should_stop() else 0) < 0:  # agreed: one rank alone stopping here would
             raise StopRequested  # leave the others in the extraction's barrier with a peer gone
+        # Where the round begins on the step axis, so charts of the loss can mark round boundaries.
+        self.tracker.log_metrics({"train/round": round_index}, step=self.position["global_step"])
         self.on_progress(self._fraction(), self._eta(), f"round {round_index + 1}: clustering")
         assignments = None
         if self.variant.spaces:
@@ -308,7 +312,7 @@ class _Pretraining:
         if "joint" in spaces:
             features["joint"] = _joint_features(features["video"], features["audio"],
                                                 self.out_dir / "features" / "joint.npy")
-        assignments = {}
+        assignments, ks = {}, {}
         for offset, space in enumerate(spaces):
             labels = np.full(len(valid), -1, dtype=np.int64)
             rows = features[space] if valid.all() else features[space][valid]
@@ -323,11 +327,12 @@ class _Pretraining:
             except ValueError as exc:
                 raise TrainingError(f"round {round_index}: clustering the {space} features failed: {exc}") from exc
             labels[valid] = clustering.assignments
-            assignments[space] = labels
-        self._report_round(assignments, valid, round_index)
+            assignments[space], ks[space] = labels, k
+        self._report_round(assignments, valid, round_index, features=features, ks=ks)
         return assignments
 
-    def _report_round(self, assignments: dict[str, np.ndarray], valid: np.ndarray, round_index: int) -> None:
+    def _report_round(self, assignments: dict[str, np.ndarray], valid: np.ndarray, round_index: int, *,
+                      features: dict[str, np.ndarray], ks: dict[str, int]) -> None:
         labels = np.array([v.label for v in self.data.videos]) if self.data.labeled else None
         metrics = diagnostics(assignments, previous=self.previous or None, labels=labels,
                               factors=self.data.factors.codes)
@@ -343,6 +348,11 @@ class _Pretraining:
         self.tracker.log_artifact(table, "assignments")
         self.tracker.log_artifact(plot, "diagnostics")
         self.tracker.log_artifact(summary, "diagnostics")
+        if self.cfg.gallery_members:
+            folder = gallery_folder(self.out_dir, round_index)
+            write_gallery(folder, data=self.data, cfg=self.cfg, round_index=round_index, features=features,
+                          assignments=assignments, ks=ks)
+            log_gallery(self.tracker, folder, f"gallery/{folder.name}")
 
     def _epoch_requests(self) -> np.ndarray:
         """This rank's clips for the current epoch, from a generator seeded by (seed, round, epoch)."""
@@ -469,15 +479,24 @@ class _Pretraining:
                               self.final_path if self.final_path.exists() else None,
                               self.data.screened.skipped_counts, self.round_metrics, self.resumed_from)
 
+    def _pace(self) -> Pace:
+        """Measures this attempt's steps and round beginnings, each of which extracts its share of the videos."""
+        share = math.ceil(len(self.data.videos) / self.group.world) if self.variant.spaces else 0
+        return Pace(rounds=self.cfg.rounds, total_steps=self.total_steps, window_steps=self.steps_per_epoch,
+                    begin_batches=share * self.cfg.data.extract_clips / self.cfg.batch_size)
+
     def _fraction(self) -> float:
-        return min(1.0, self.position["global_step"] / max(1, self.total_steps))
+        self.pace.reached(self.position["global_step"])
+        return self.pace.fraction(begun=self._rounds_begun(), step=self.position["global_step"])
 
     def _eta(self) -> float | None:
-        done = self.position["global_step"] - self.start_step
-        if done <= 0:
-            return None
-        left = self.total_steps - self.position["global_step"]
-        return (time.monotonic() - self.started) / done * left
+        self.pace.reached(self.position["global_step"])
+        return self.pace.seconds_left(begun=self._rounds_begun(), step=self.position["global_step"])
+
+    def _rounds_begun(self) -> int:
+        """Rounds whose features were extracted and clustered: the finished ones, and the current one once it has
+        its assignments (a resume inside a round restores them)."""
+        return self.position["round"] + bool(self.assignments)
 
 
 class _LossMeter:

@@ -33,3 +33,15 @@ def submit_pretrain(user, team, dataset, **kwargs):
     [job] = services.submit_jobs(user, team, "pretrain", [pretrain_config(dataset, **kwargs)], dataset=dataset,
                                  evaluations=evaluations)
     return job
+
+
+def eval_record(*, benchmark="folder", protocol="linear", split=1, seed=0, top1=0.5, version=1, **extra):
+    metrics = {"recall@1": top1} if protocol == "retrieval" else {"top1": top1, "top5": 1.0}
+    return {"schema": "xdc-eval-result/1", "benchmark": benchmark, "split": split, "seed": seed,
+            "protocol": {"name": protocol, "version": version, "params": {}}, "checkpoint": {"kind": "pretrained"},
+            "metrics": metrics, **extra}
+
+
+def run_to_success(job, record=None):
+    assert services.claim_job(job.pk, worker="w1", task_id=f"t{job.pk}") is not None
+    return services.finish_job(job.pk, record=record)

@@ -419,8 +419,14 @@ def test_a_bad_team_switch_redirects_and_changes_nothing(client_a, world, team):
 # -- the submission forms ------------------------------------------------------------------------------------------
 
 def pretrain_form(world, **changes):
+    changes = {_eval_field(world, key): value for key, value in changes.items()}
     return {"team": world["dataset"].team.pk, "dataset": world["dataset"].pk, "preset": "tiny", "variant": ["xdc"],
             "k": "", "seed": "0", "priority": 5, "resource": "cpu", "gpus": 0, **changes}
+
+
+def _eval_field(world, name):
+    """'eval_DATASET' is the form's protocol boxes of the world's dataset ('eval_<its id>')."""
+    return f"eval_{world['dataset'].pk}" if name == "eval_DATASET" else name
 
 
 PRETRAIN_FORMS = [
@@ -447,8 +453,9 @@ PRETRAIN_FORMS = [
     ("dataset-text", {"dataset": "abc"}, "dataset"), ("dataset-huge", {"dataset": str(BIG)}, "dataset"),
     ("name-nul", {"name": f"a{NUL}b"}, "name"), ("name-too-long", {"name": "n" * 300}, "name"),
     ("priority-ten", {"priority": "10"}, "priority"), ("gpus-text", {"gpus": "two"}, "gpus"),
-    ("eval-splits-text", {"eval_splits": "x", "eval_protocols": ["linear"]}, "eval_splits"),
-    ("eval-without-protocols", {"eval_datasets": ["1"]}, None),
+    ("eval-splits-text", {"eval_splits": "x", "eval_DATASET": ["linear"]}, "eval_splits"),
+    ("eval-protocol-not-offered", {"eval_DATASET": ["svm"]}, "eval_DATASET"),
+    ("eval-preset-unknown", {"eval_DATASET": ["linear"], "eval_preset": "huge"}, "eval_preset"),
 ]
 
 
@@ -457,7 +464,7 @@ def test_a_bad_pretraining_form_is_shown_again_with_the_error(client_a, world, c
     response = client_a.post("/jobs/new/pretrain/", pretrain_form(world, **changes))
     assert response.status_code == 400, response.content[:300]
     errors = response.context["form"].errors
-    assert errors and (field is None or field in errors), errors
+    assert errors and (field is None or _eval_field(world, field) in errors), errors
     unchanged(world)
 
 

@@ -117,9 +117,14 @@ class TestLeaderboardAndDatasets:
         services.claim_job(job.pk, worker="w", task_id="t")
         services.finish_job(job.pk)
         board = call(client, "GET", "/api/leaderboard", token=token_a).json()
-        assert board["columns"] == [{"benchmark": "folder:synth", "protocol": "linear"}]
-        cell = board["rows"][0]["cells"]["folder:synth/linear"]
-        assert cell["pending"] == 1 and cell["n"] == 0 and len(cell["jobs"]) == 1
+        [column] = board["columns"]
+        assert column == {"key": "folder:synth · linear|v1|1", "name": "folder:synth · linear", "protocol": "linear",
+                          "version": "1", "splits": "1", "stale": False, "latest_version": 1, "pinned_row": None}
+        [row] = board["rows"]
+        assert row["kind"] == "pretrained" and row["pretrain_jobs"] == [job.pk] and "tiny preset" in row["label"]
+        assert row["cells"][column["key"]] == {"mean": None, "std": None, "n": 0, "best": None, "delta": None,
+                                               "pending": 1}
+        assert [ref["method"] for ref in board["references"]][:1] == ["XDC"]
 
     def test_register_and_list_datasets(self, client, token_a, tmp_path):
         from lab_helpers import make_folder_dataset

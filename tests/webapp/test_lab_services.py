@@ -1,4 +1,4 @@
-"""The services layer on a real database: submission, the worker's state machine, fan-out, requeue, leaderboard."""
+"""The services layer on a real database: submission, the worker's state machine, fan-out, requeue."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from lab_helpers import make_folder_dataset, pretrain_config, submit_pretrain
+from lab_helpers import eval_record, make_folder_dataset, pretrain_config, run_to_success, submit_pretrain
 from django.db import connection
 from django.utils import timezone
 
@@ -14,18 +14,6 @@ from webapp.lab import services
 from webapp.lab.models import Job, Result
 
 pytestmark = pytest.mark.django_db
-
-
-def eval_record(*, benchmark="folder", protocol="linear", split=1, seed=0, top1=0.5, **extra):
-    metrics = {"recall@1": top1} if protocol == "retrieval" else {"top1": top1, "top5": 1.0}
-    return {"schema": "xdc-eval-result/1", "benchmark": benchmark, "split": split, "seed": seed,
-            "protocol": {"name": protocol, "version": 1, "params": {}}, "checkpoint": {"kind": "pretrained"},
-            "metrics": metrics, **extra}
-
-
-def run_to_success(job, record=None):
-    assert services.claim_job(job.pk, worker="w1", task_id=f"t{job.pk}") is not None
-    return services.finish_job(job.pk, record=record)
 
 
 class TestGrid:
@@ -296,57 +284,6 @@ class TestDatasets:
         assert "name" in caught.value.errors
 
 
-class TestLeaderboard:
-    def _pretrain_with_results(self, alice, team_a, dataset_a, seed, variant, values):
-        job = submit_pretrain(alice, team_a, dataset_a, seed=seed, variant=variant)
-        services.claim_job(job.pk, worker="w", task_id="t")
-        services.finish_job(job.pk)
-        for protocol, value in values.items():
-            cfg = {"checkpoint": job.final_checkpoint, "benchmark": "folder", "data": dataset_a.path,
-                   "protocol": protocol}
-            [child] = services.submit_jobs(alice, team_a, "evaluate", [cfg], parent=job, dataset=dataset_a)
-            if value is not None:
-                run_to_success(child, eval_record(protocol=protocol, top1=value, seed=seed))
-        return job
-
-    def test_it_aggregates_seeds_into_mean_std_and_n(self, alice, team_a, dataset_a):
-        for seed, value in ((1, 0.5), (2, 0.6), (3, 0.7)):
-            self._pretrain_with_results(alice, team_a, dataset_a, seed, "xdc", {"linear": value})
-        self._pretrain_with_results(alice, team_a, dataset_a, 1, "sdc", {"linear": 0.2, "retrieval": None})
-        board = services.leaderboard(team_a)
-        assert board.columns == [("folder:synth", "linear"), ("folder:synth", "retrieval")]
-        xdc = next(r for r in board.rows if r.label.startswith("xdc"))
-        cell = xdc.cells[("folder:synth", "linear")]
-        assert cell.n == 3 and cell.mean == pytest.approx(0.6) and cell.std == pytest.approx(0.1)
-        assert len(xdc.pretrain_jobs) == 3 and len(cell.jobs) == 3
-        sdc = next(r for r in board.rows if r.label.startswith("sdc"))
-        assert sdc.cells[("folder:synth", "linear")].n == 1
-        pending = sdc.cells[("folder:synth", "retrieval")]
-        assert pending.n == 0 and pending.pending == 1
-
-    def test_it_filters_by_variant_and_keeps_baselines(self, alice, team_a, dataset_a):
-        self._pretrain_with_results(alice, team_a, dataset_a, 1, "xdc", {"linear": 0.5})
-        self._pretrain_with_results(alice, team_a, dataset_a, 1, "sdc", {"linear": 0.3})
-        [baseline] = services.submit_jobs(alice, team_a, "evaluate", [
-            {"checkpoint": "random", "benchmark": "folder", "data": dataset_a.path, "protocol": "linear"}])
-        run_to_success(baseline, eval_record(top1=0.1))
-        board = services.leaderboard(team_a, variant="sdc")
-        assert [r.kind for r in board.rows] == ["baseline", "pretrained"]
-        assert board.rows[0].label == "baseline: random"
-        assert board.rows[1].cells[("folder:synth", "linear")].mean == pytest.approx(0.3)
-
-    def test_an_active_pretraining_marks_its_planned_cells(self, alice, team_a, dataset_a):
-        submit_pretrain(alice, team_a, dataset_a, evaluations=[
-            {"dataset": dataset_a.pk, "protocol": "linear", "split": 1, "preset": "tiny"}])
-        board = services.leaderboard(team_a)
-        assert board.columns == [("folder:synth", "linear-tiny")]
-        assert board.rows[0].cells[("folder:synth", "linear-tiny")].pending == 1
-
-    def test_another_teams_results_are_not_shown(self, alice, team_a, team_b, dataset_a):
-        self._pretrain_with_results(alice, team_a, dataset_a, 1, "xdc", {"linear": 0.5})
-        assert services.leaderboard(team_b).rows == []
-
-
 class TestLinksAreChecked:
     def _succeeded(self, alice, team_a, dataset_a):
         job = submit_pretrain(alice, team_a, dataset_a)
@@ -421,24 +358,13 @@ class TestFinalWritesBelongToTheAttempt:
         assert Job.objects.get(pk=job.pk).status == "succeeded"
 
 
-class TestLeaderboardColumns:
-    def _baseline(self, alice, team, dataset, value, **extra):
-        cfg = {"checkpoint": "random", "benchmark": "folder", "data": dataset.path, "protocol": "linear", **extra}
-        [job] = services.submit_jobs(alice, team, "evaluate", [cfg], dataset=dataset)
-        run_to_success(job, eval_record(top1=value))
-
-    def test_two_folder_datasets_are_two_columns(self, alice, team_a, dataset_a, tmp_path):
-        other = services.register_dataset(team=team_a, name="other", layout="folder",
-                                           path=str(make_folder_dataset(tmp_path / "other")))
-        self._baseline(alice, team_a, dataset_a, 0.2)
-        self._baseline(alice, team_a, other, 0.8)
-        board = services.leaderboard(team_a)
-        assert board.columns == [("folder:other", "linear"), ("folder:synth", "linear")]
-        assert [board.rows[0].cells[c].mean for c in board.columns] == [pytest.approx(0.8), pytest.approx(0.2)]
-
-    def test_a_shuffled_labels_control_is_not_averaged_in(self, alice, team_a, dataset_a):
-        self._baseline(alice, team_a, dataset_a, 0.6)
-        self._baseline(alice, team_a, dataset_a, 0.1, shuffle_train_labels=True)
-        cells = services.leaderboard(team_a).rows[0].cells
-        assert cells[("folder:synth", "linear")].mean == pytest.approx(0.6)
-        assert cells[("folder:synth", "linear (shuffled labels)")].mean == pytest.approx(0.1)
+class TestEvents:
+    def test_the_labs_lines_outlive_a_chatty_trainer_in_the_events(self, alice, team_a, dataset_a, settings):
+        settings.LAB_LOG_TAIL_CHARS = 200
+        job = submit_pretrain(alice, team_a, dataset_a)
+        services.append_event(job.pk, "[worker] attempt 1 started\n")
+        for step in range(50):
+            services.append_log(job.pk, f"round {step}: a line of the trainer's\n")
+        job.refresh_from_db()
+        assert "attempt 1 started" not in job.log_tail and len(job.log_tail) == 200
+        assert job.events == "[worker] attempt 1 started\n"

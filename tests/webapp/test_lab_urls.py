@@ -11,7 +11,7 @@ from lab_helpers import submit_pretrain
 
 pytestmark = pytest.mark.django_db
 
-PUBLIC = {"/healthz", "/login/", "/admin/login/"}  # the two login pages and the health check
+PUBLIC = {"/healthz", "/login/", "/admin/login/", "/favicon.svg", "/favicon.ico"}  # log-ins, health, the icon
 
 
 def walk(patterns, prefix=""):

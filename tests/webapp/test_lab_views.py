@@ -21,6 +21,19 @@ def pretrain_post(dataset, **changes):
     return data
 
 
+def _esc50_dataset(team, user, tmp_path):
+    root = tmp_path / "esc50"
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for index in range(10):
+        name = f"{index % 5 + 1}-{index}-A-{index % 2}.wav"
+        (root / "audio" / name).write_bytes(b"")
+        rows.append(f"{name},{index % 5 + 1},{index % 2},class{index % 2},False,{index},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return services.register_dataset(team=team, name="sounds", layout="esc50", path=str(root), user=user)
+
+
 class TestPretrainForm:
     def test_it_queues_a_grid(self, client_a, dataset_a):
         response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, variant=["xdc", "sdc"], k="4,8",
@@ -34,6 +47,10 @@ class TestPretrainForm:
         assert job.config["rounds"] == 2  # the tiny preset
         assert job.config["data"]["path"] == dataset_a.path and job.dataset == dataset_a
         assert job.resource == "cpu" and job.creator.username == "alice"
+        sweep = f"sweep-{jobs.order_by('pk').first().pk}"  # one grid, one sweep name
+        assert set(jobs.values_list("name", flat=True)) == {sweep}
+        listed = client_a.get("/jobs/", {"name": sweep}).content.decode()
+        assert listed.count('data-testid="job-row"') == 12
 
     def test_fields_override_the_preset(self, client_a, dataset_a):
         client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, rounds=3, lr="0.2", batch_size=4,
@@ -60,18 +77,34 @@ class TestPretrainForm:
         assert {"seed", "variant"} <= set(response.context["form"].errors)
         assert Job.objects.count() == 0
 
-    def test_it_attaches_evaluations(self, client_a, dataset_a):
-        client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, eval_datasets=[dataset_a.pk],
-                                                           eval_protocols=["linear", "retrieval"], eval_splits="1",
-                                                           eval_preset="tiny"))
+    def test_it_attaches_evaluations_per_dataset_with_the_pretrainings_preset(self, client_a, team_a, alice,
+                                                                              dataset_a, tmp_path):
+        sounds = _esc50_dataset(team_a, alice, tmp_path)
+        client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, **{f"eval_{dataset_a.pk}": ["linear"],
+                                                                         f"eval_{sounds.pk}": ["svm"]},
+                                                           eval_splits="1"))
         job = Job.objects.get()
-        assert [(s["protocol"], s["preset"]) for s in job.evaluations] == [("linear", "tiny"), ("retrieval", "tiny")]
+        assert sorted((s["dataset"], s["protocol"], s["preset"]) for s in job.evaluations) == [
+            (dataset_a.pk, "linear", "tiny"), (sounds.pk, "svm", "tiny")]
 
-    def test_it_refuses_a_protocol_that_does_not_fit_the_benchmark(self, client_a, dataset_a):
-        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, eval_datasets=[dataset_a.pk],
-                                                                      eval_protocols=["svm"]))
-        assert "eval_datasets" in response.context["form"].errors
+    def test_a_preview_lists_the_jobs_and_queues_nothing(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(
+            dataset_a, seed="0-1", action="preview", **{f"eval_{dataset_a.pk}": ["linear", "retrieval"]}))
+        assert response.status_code == 200 and Job.objects.count() == 0
+        preview = response.context["preview"]
+        assert preview.total == 6 and len(preview.describe()) == 3
+        assert "2 evaluations: linear-tiny on synth split 1, retrieval-tiny on synth split 1" in preview.describe()[-1]
+
+    def test_it_offers_only_the_protocols_a_benchmark_takes(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, **{f"eval_{dataset_a.pk}": ["svm"]}))
+        assert f"eval_{dataset_a.pk}" in response.context["form"].errors
         assert Job.objects.count() == 0
+
+    def test_field_and_config_errors_show_in_one_answer(self, client_a, dataset_a):
+        response = client_a.post("/jobs/new/pretrain/", pretrain_post(dataset_a, priority="12",
+                                                                      overrides="optim.name=lion"))
+        errors = response.context["form"].errors
+        assert {"priority", "overrides"} <= set(errors) and Job.objects.count() == 0
 
     def test_another_teams_dataset_is_not_a_choice(self, client, bob, dataset_a):
         client.force_login(bob)
@@ -130,7 +163,7 @@ class TestClone:
         job = submit_pretrain(alice, team_a, dataset_a, evaluations=[
             {"dataset": dataset_a.pk, "protocol": "linear", "split": 2}])
         initial = PretrainForm.initial_from(job)
-        assert initial["eval_datasets"] == [dataset_a.pk] and initial["eval_splits"] == "2"
+        assert initial[f"eval_{dataset_a.pk}"] == ["linear"] and initial["eval_splits"] == "2"
         assert json.loads(initial["base_config"]) == job.config
 
 

@@ -29,12 +29,13 @@ def videos(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def private_broker(lab_broker, settings):
-    """(app, url): the Celery app on database 14 of the test Redis, flushed, which no session worker reads; the app
+    """(app, url): the Celery app on the database below the session's of the test Redis (14 beside 15), flushed, which no session worker reads; the app
     goes back to its broker afterwards. A test chooses when the app uses it (`_use_broker`)."""
     from tests.conftest import _use_broker
     from workers.celery import app
 
-    url = lab_broker.rsplit("/", 1)[0] + "/14"
+    base, db = lab_broker.rsplit("/", 1)
+    url = f"{base}/{int(db) - 1}"
     redis.Redis.from_url(url).flushdb()
     settings.LAB_ENQUEUE = "celery"
     previous = app.conf.broker_url

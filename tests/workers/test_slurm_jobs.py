@@ -87,8 +87,8 @@ def test_a_node_that_dies_fails_the_attempt_and_the_retry_resumes(slurm_worker, 
 
     job = own_jobs.wait(job, "succeeded", timeout=400)
     assert job.attempt == 2 and job.worker_losses == 1, job.log_tail
-    assert "requeued (the trainer ended as SLURM job" in job.log_tail
-    assert "attempt 2 resumed from the checkpoint at round" in job.log_tail
+    assert "requeued (the trainer ended as SLURM job" in job.events  # kept apart from the trainer's lines
+    assert "attempt 2 resumed from the checkpoint at round" in job.events
     assert one_run(mlflow_server, job).info.status == "FINISHED"
 
 
@@ -99,8 +99,8 @@ def test_the_clusters_warning_checkpoints_and_requeues_and_the_job_resumes(slurm
 
     job = own_jobs.wait(job, "succeeded", timeout=400)
     assert job.attempt == 2 and job.worker_losses == 0
-    assert "the cluster warned of its time limit or a preemption: checkpointed, back in the queue" in job.log_tail
-    assert "attempt 2 resumed from the checkpoint" in job.log_tail
+    assert "the cluster warned of its time limit or a preemption: checkpointed, back in the queue" in job.events
+    assert "attempt 2 resumed from the checkpoint" in job.events
     assert one_run(mlflow_server, job).info.status == "FINISHED"
 
 

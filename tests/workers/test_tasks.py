@@ -32,6 +32,10 @@ def test_it_runs_a_pretraining_to_success_with_an_mlflow_run(jobs, videos, mlflo
     assert {k: run.data.tags[k] for k in ("job_id", "user", "team")} == {"job_id": str(job.pk), "user": "ada",
                                                                           "team": "vision"}
     assert "train/loss" in run.data.metrics
+    # the trainer's own lines reach the job's log tail: the data's screening, each round's clusters, the end
+    assert "xdc.attempt: data: 8 usable videos" in job.log_tail
+    assert "round 1/2 clusters: video 4/4 used" in job.log_tail and "round 2/2 clusters:" in job.log_tail
+    assert "epoch done" in job.log_tail and "xdc.attempt: finished" in job.log_tail
 
 
 def test_a_two_rank_job_trains_as_torchrun_ranks_in_one_mlflow_run(jobs, videos, mlflow_server):
@@ -44,6 +48,7 @@ def test_a_two_rank_job_trains_as_torchrun_ranks_in_one_mlflow_run(jobs, videos,
     assert [r.info.run_id for r in runs] == [job.mlflow_run_id] and runs[0].info.status == "FINISHED"
     steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(job.mlflow_run_id, "train/loss")]
     assert steps and len(steps) == len(set(steps))  # rank 0 alone logs
+    assert job.log_tail.count("round 3/3 clusters:") == 1  # and alone tells the log tail
 
 
 def test_cancel_checkpoints_and_stops_every_rank_of_a_two_rank_job(jobs, videos, mlflow_server):
@@ -68,6 +73,7 @@ def test_a_crashed_trainer_fails_the_attempt_with_its_last_words_and_the_worker_
 
     job = jobs.wait(job, "failed")
     assert job.error.startswith("the trainer was killed by SIGSEGV before reporting an outcome"), job.error
+    assert "\n" not in job.error and "Fatal Python error: Segmentation fault" in job.log_tail  # its stack
     run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == job.error
     assert jobs.wait(jobs.submit(videos, "rounds=1"), "succeeded").worker == job.worker  # the same worker, alive
@@ -102,7 +108,10 @@ def test_it_fails_a_job_whose_data_went_bad_with_the_reason_in_the_row_and_in_ml
 
     job = jobs.wait(jobs.submit(broken), "failed")
 
-    assert job.error.startswith(f"no usable video in {broken}")
+    assert job.error.startswith(f"no usable video in {broken}") and "\n" not in job.error
+    # the traceback is the log tail's, down to its last line
+    assert "Traceback (most recent call last)" in job.log_tail
+    assert job.log_tail.rstrip().endswith(f"xdc.errors.DataError: {job.error}"), job.log_tail[-500:]
     run = MlflowClient(mlflow_server).get_run(job.mlflow_run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == job.error
@@ -147,8 +156,6 @@ def test_it_never_runs_a_job_cancelled_while_queued(jobs, videos, settings):
 
 
 def test_a_worker_lists_a_dataset_registered_on_the_site(jobs, videos):
-    import time
-
     from webapp.lab.models import Dataset
 
     dataset = services.register_dataset(team=jobs.team, name="listed-by-a-worker", layout="folder", path=str(videos),

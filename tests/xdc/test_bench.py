@@ -15,7 +15,8 @@ PIPELINE = {f"data.{name}.w{workers}" for name in ("clip_pipeline", "store_pipel
 CPU_RESULTS = {
     "train.plain_step", "train.xdc_step", "train.gflop_per_clip", "train.xdc_end_to_end",
     "train.xdc_end_to_end_store", "train.xdc_end_to_end_store_w0", "data.loader_vs_step.source", "data.loader_vs_step.store",
-    "memory.host_peak_rss", "memory.host_peak_rss_with_workers", "ddp.one_rank", "ddp.two_ranks",
+    "memory.host_peak_rss", "memory.host_peak_rss_with_workers", "train.gallery_overhead", "ddp.one_rank",
+    "ddp.two_ranks",
     "data.raw_decode.w0", "data.raw_decode.w2", *PIPELINE,
     "cluster.faiss_kmeans", "cluster.sklearn_kmeans", "cluster.nmi_faiss_sklearn",
 }  # no train.mfu: a CPU has no bf16 tensor-core peak to measure against

@@ -106,3 +106,30 @@ def test_a_resumed_run_logs_each_step_once(server, tmp_path):
         resumed.log_metrics({"train/loss": float(step) + 0.5 * (step < 12)}, step=step)
     resumed.finish("FINISHED")
     assert history(server.uri, run_id, "train/loss") == [(s, float(s)) for s in range(20)]
+
+
+def test_experiments_are_marked_as_model_training_for_mlflows_ui(server, tmp_path):
+    client = MlflowClient(server.uri)
+    client.create_experiment("made-elsewhere")  # an experiment of an older lab: marked on its next run
+    for name in ("fresh", "made-elsewhere"):
+        tracker = MLflowTracker(server.uri)
+        tracker.open_spool(tmp_path / name)
+        tracker.start(experiment=name, run_name="r", run_id=None, tags={})
+        tracker.finish("FINISHED")
+        tags = client.get_experiment_by_name(name).tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_folder_is_logged_with_its_files_in_place(server, tmp_path):
+    folder = tmp_path / "round" / "media"
+    folder.mkdir(parents=True)
+    for name in ("v000001.jpg", "v000001.wav"):
+        (folder / name).write_bytes(b"x")
+    tracker = MLflowTracker(server.uri)
+    tracker.open_spool(tmp_path / "spool")
+    run_id = tracker.start(experiment="folders", run_name="r", run_id=None, tags={})
+    tracker.log_artifact(folder, "gallery/round_000/media")
+    tracker.finish("FINISHED")
+    listed = MlflowClient(server.uri).list_artifacts(run_id, "gallery/round_000/media")
+    assert sorted(item.path for item in listed) == ["gallery/round_000/media/v000001.jpg",
+                                                    "gallery/round_000/media/v000001.wav"]

@@ -210,3 +210,49 @@ def test_a_space_clustered_only_to_diagnose_never_refuses_the_run(synthetic_root
     # XDC trains on the video and audio clusters; K of the joint space (diagnosis only) may exceed the videos.
     result = pretrain(tiny(synthetic_root, "rounds=1", "cluster.k_joint=1000"), NullTracker(), out_dir=tmp_path / "r")
     assert result.final_checkpoint is not None
+
+
+class WorkClock:
+    """A clock that only the trainer's work moves: STEP seconds per training step, EXTRACT per round's feature
+    extraction; loading the data, clustering and checkpoints take no time on it."""
+
+    STEP, EXTRACT = 0.5, 4.0
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_eta_is_the_work_left_at_the_measured_pace_of_steps_and_extractions(synthetic_root, tmp_path,
+                                                                                 monkeypatch):
+    import functools
+
+    from xdc import train
+    from xdc.progress import Pace
+
+    clock = WorkClock()
+    monkeypatch.setattr(train, "Pace", functools.partial(Pace, clock=clock))
+    step, extract = train._Pretraining._train_step, train._Pretraining._extract_features
+
+    def timed_step(self, *args):
+        clock.now += WorkClock.STEP
+        return step(self, *args)
+
+    def timed_extract(self, *args):
+        clock.now += WorkClock.EXTRACT
+        return extract(self, *args)
+
+    monkeypatch.setattr(train._Pretraining, "_train_step", timed_step)
+    monkeypatch.setattr(train._Pretraining, "_extract_features", timed_extract)
+    reports = []
+    pretrain(tiny(synthetic_root, "rounds=3", "epochs_per_round=2"), NullTracker(), out_dir=tmp_path / "run",
+             on_progress=lambda fraction, eta, stage: reports.append((clock.now, fraction, eta, stage)))
+
+    end = clock.now
+    assert end == 3 * WorkClock.EXTRACT + 3 * 2 * 3 * WorkClock.STEP  # 3 rounds of 2 epochs of 3 steps
+    assert reports[0][2] is None and reports[0][3] == "round 1: clustering"  # nothing measured yet
+    assert all(eta is not None and abs(eta - (end - now)) < 1e-6 for now, _, eta, _ in reports[1:])
+    fractions = [fraction for _, fraction, _, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -17,6 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.lab import leaderboard as board_module
 from webapp.lab import selectors, services
 from webapp.lab.models import ApiToken, Dataset, Job, hash_key
 from xdc.launch import RESOURCE_KEYS
@@ -41,10 +42,11 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
         "mlflow_url": job.mlflow_url, "summary": job.summary, "url": job.get_absolute_url(),
         "created_at": job.created_at.isoformat(), "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at), "heartbeat_at": _iso(job.heartbeat_at),
+        "elapsed_seconds": job.elapsed_seconds,  # this attempt's: from its start to its end, or to now
     }
     if full:
         data |= {"config": job.config, "evaluations": job.evaluations, "out_dir": job.out_dir,
-                 "worker": job.worker, "log_tail": job.log_tail,
+                 "worker": job.worker, "log_tail": job.log_tail, "events": job.events,
                  "result": job.result.record if hasattr(job, "result") else None}
     return data
 
@@ -235,27 +237,27 @@ def _transition(request: HttpRequest, pk: int, action) -> JsonResponse:
 
 @api_view("GET")
 def leaderboard(request: HttpRequest) -> JsonResponse:
+    """The team's whole board (the page's filters and sort), columns with their version, split set, staleness and
+    pinned row; cells with mean, std, n, best, delta to the pin and pending; the published results apart."""
     team = selectors.team_for(request.api_user, request.GET.get("team"))
     if team is None:
         return error(404, "no such team")
-    dataset = request.GET.get("dataset")
-    board = services.leaderboard(team, variant=request.GET.get("variant") or None,
-                                 dataset=selectors.parse_id(dataset))
-    return JsonResponse({"team": team.slug, "columns": [{"benchmark": b, "protocol": p} for b, p in board.columns],
-                         "rows": [_row_json(row, board.columns) for row in board.rows]})
+    query = {**board_module.query_from(request.GET), "page": 1}
+    board = board_module.build(team, **query, page_rows=None)
+    columns = [{"key": c.key, "name": c.name, "protocol": c.protocol, "version": c.version, "splits": c.splits,
+                "stale": c.stale, "latest_version": c.latest, "pinned_row": board.pins.get(c.key)}
+               for c in board.columns]
+    return JsonResponse({"team": team.slug, "columns": columns,
+                         "rows": [_row_json(row, cells) for row, cells in board.matrix()],
+                         "references": list(board_module.references())})
 
 
-def _row_json(row: services.Row, columns) -> dict[str, Any]:
-    cells = {}
-    for column in columns:
-        cell = row.cells.get(column)
-        if cell is not None:
-            cells[f"{column[0]}/{column[1]}"] = {
-                "mean": cell.mean, "std": cell.std, "n": cell.n, "pending": cell.pending, "metric": cell.metric,
-                "jobs": [job.pk for job in cell.jobs], "runs": [job.mlflow_run_id for job in cell.jobs
-                                                               if job.mlflow_run_id]}
-    return {"label": row.label, "kind": row.kind, "pretrain_jobs": [job.pk for job in row.pretrain_jobs],
-            "cells": cells}
+def _row_json(row: board_module.Row, cells) -> dict[str, Any]:
+    filled = {column.key: {"mean": cell.mean, "std": cell.std, "n": cell.n, "best": cell.best, "delta": cell.delta,
+                           "pending": cell.pending}
+              for column, cell in cells if cell is not None}
+    return {"key": row.key, "label": row.label, "kind": row.kind, "pretrain_jobs": row.pretrain_jobs,
+            "cells": filled}
 
 
 @api_view("GET", "POST")

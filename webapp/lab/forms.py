@@ -22,10 +22,12 @@ from xdc.errors import ConfigError
 from xdc.evaluation import PRESETS as EVAL_PRESETS
 from xdc.launch import RESOURCE_KEYS, Resources
 
-PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (seconds on CPU)"), ("small", "small: the demo's budget"),
-                  ("full", "full: the paper-style defaults")]
+PRESET_CHOICES = [("tiny", "tiny: a 2-round smoke run (20 s on 2 CPU cores for 480 short videos)"),
+                  ("small", "small: the demo's budget"), ("full", "full: the paper-style defaults")]
 EVAL_PRESET_CHOICES = list(EVAL_PRESETS.items())
+SAME_PRESET = "same"  # the evaluations' preset follows the pretraining's (tiny, small; full for full)
 PROTOCOLS = [("linear", "linear"), ("finetune", "finetune"), ("retrieval", "retrieval"), ("svm", "svm")]
+EVAL_FIELD = "eval_"  # + a dataset's id: the protocols queued on that dataset when the pretraining succeeds
 # The one map from a pretraining form's fields to the config keys they set (a grid axis for variant, k, seed;
 # 'cluster.k' is services.GRID_ALIASES' k_video, k_audio and k_joint). It builds the config, prefills a clone and
 # places the service's errors; SCALARS are the single-valued ones, which override the preset when filled.
@@ -36,7 +38,7 @@ PRETRAIN_KEYS = {"variant": "variant", "k": "cluster.k", "seed": "seed", "rounds
 SCALARS = ("rounds", "epochs_per_round", "batch_size", "lr", "clip_frames", "fps", "crop_size", "audio_seconds")
 # Keys the form sets through another field: the dataset fills the layout and split, a crop widens the short side.
 PRETRAIN_ALSO = {"data.layout": "dataset", "data.split": "dataset", "data.fold": "dataset",
-                 "data.resize_short": "crop_size", "evaluations": "eval_datasets"}
+                 "data.resize_short": "crop_size", "evaluations": "eval_splits"}
 EVALUATE_KEYS = {"checkpoint": "checkpoint", "dataset": "data", "split": "split", "protocol": "protocol",
                  "seed": "seed", "preset": "preset", "supervised_data": "supervised_data"}
 EVALUATE_ALSO = {"benchmark": "dataset", "parent": "checkpoint"}
@@ -188,13 +190,10 @@ class PretrainForm(TeamFormMixin, MetaFields):
     audio_seconds = config_input("data.audio_seconds", label="audio seconds")
     overrides = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                 help_text="more config keys, one key=value a line (optim.weight_decay=0.0005)")
-    eval_datasets = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(), required=False,
-                                                   widget=forms.CheckboxSelectMultiple,
-                                                   label="evaluate on", help_text="queued when pretraining succeeds")
-    eval_protocols = forms.MultipleChoiceField(choices=PROTOCOLS, required=False,
-                                               widget=forms.CheckboxSelectMultiple, label="with protocols")
-    eval_splits = forms.CharField(required=False, initial="1", label="splits", help_text="e.g. 1-3")
-    eval_preset = forms.ChoiceField(choices=EVAL_PRESET_CHOICES, required=False, label="eval preset")
+    eval_splits = forms.CharField(required=False, initial="1", label="splits", help_text="e.g. 1-3, for every "
+                                                                                         "evaluation above")
+    eval_preset = forms.ChoiceField(choices=[(SAME_PRESET, "the pretraining's preset"), *EVAL_PRESET_CHOICES],
+                                    required=False, initial=SAME_PRESET, label="evaluation preset")
     base_config = forms.CharField(required=False, widget=forms.HiddenInput())
     KEYS, ALSO, KIND = PRETRAIN_KEYS, PRETRAIN_ALSO, Job.Kind.PRETRAIN
 
@@ -205,12 +204,28 @@ class PretrainForm(TeamFormMixin, MetaFields):
         self._init_team(user, team)
         datasets = Dataset.objects.usable().filter(team__memberships__user=user)
         self.fields["dataset"].queryset = datasets
-        self.fields["eval_datasets"].queryset = datasets
+        self._add_evaluation_fields(datasets)
         self.fields["variant"].choices = [(name, name) for name in VARIANTS]
         if self.data.get("base_config") or self.initial.get("base_config"):
             self.fields["preset"].choices = [("clone", "as the cloned job"), *PRESET_CHOICES]
         self.configs: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
+
+    def _add_evaluation_fields(self, datasets) -> None:
+        """One row of protocol boxes per dataset, offering the protocols its benchmark takes (svm for sound,
+        linear, finetune and retrieval for video), so a pairing such as UCF101 linear + ESC-50 svm is one form."""
+        from xdc.evaluation.protocols import AUDIO_BENCHMARKS
+
+        for dataset in datasets:
+            audio = dataset.benchmark in AUDIO_BENCHMARKS
+            offered = [(name, label) for name, label in PROTOCOLS if (name == "svm") == audio]
+            self.fields[f"{EVAL_FIELD}{dataset.pk}"] = forms.MultipleChoiceField(
+                choices=offered, required=False, widget=forms.CheckboxSelectMultiple,
+                label=f"{dataset.name} ({dataset.benchmark})")
+
+    @property
+    def evaluation_fields(self) -> list:
+        return [self[name] for name in self.fields if name.startswith(EVAL_FIELD) and name[len(EVAL_FIELD):].isdigit()]
 
     @classmethod
     def initial_from(cls, job: Job) -> dict[str, Any]:
@@ -221,9 +236,9 @@ class PretrainForm(TeamFormMixin, MetaFields):
                    "base_config": json.dumps(job.config), **cls.initial_meta(job)}
         initial |= {name: cfg.get(PRETRAIN_KEYS[name]) for name in SCALARS}
         specs = job.evaluations or []
+        for spec in specs:
+            initial.setdefault(f"{EVAL_FIELD}{spec['dataset']}", []).append(spec["protocol"])
         if specs:
-            initial["eval_datasets"] = sorted({s["dataset"] for s in specs})
-            initial["eval_protocols"] = sorted({s["protocol"] for s in specs})
             initial["eval_splits"] = ",".join(str(s) for s in sorted({s["split"] for s in specs}))
             initial["eval_preset"] = specs[0].get("preset", "")
         return initial
@@ -263,17 +278,18 @@ class PretrainForm(TeamFormMixin, MetaFields):
         return base
 
     def clean(self):
+        """Everything that can be checked is, so one submit shows every problem: the fields, then the grid and the
+        evaluations from whatever fields parsed."""
         cleaned = super().clean()
         self._check_datasets_in_team(cleaned, "dataset")
-        if self.errors:
-            return cleaned
+        self._evaluations(cleaned)
+        if any(name not in cleaned for name in ("dataset", "preset", "variant", "k", "seed")):
+            return cleaned  # no base config to build
         axes = {PRETRAIN_KEYS[name]: cleaned[name] for name in ("variant", "k", "seed")}
         try:
             self.configs = self._expand(self._base(cleaned), axes)
         except services.LabError as exc:  # a grid too large, or an override that is not a mapping where one goes
             add_lab_error(self, exc)
-            return cleaned
-        self._evaluations(cleaned)
         return cleaned
 
     def _base(self, cleaned: dict[str, Any]) -> dict[str, Any]:
@@ -298,14 +314,15 @@ class PretrainForm(TeamFormMixin, MetaFields):
         return base
 
     def _evaluations(self, cleaned: dict[str, Any]) -> None:
-        datasets, protocols = cleaned.get("eval_datasets") or [], cleaned.get("eval_protocols") or []
-        if bool(datasets) != bool(protocols):
-            self.add_error("eval_protocols" if datasets else "eval_datasets",
-                           "choose both datasets and protocols to queue evaluations")
-            return
-        self.evaluations = [services.EvaluationSpec(dataset=d.pk, protocol=p, split=s,
-                                                    preset=cleaned.get("eval_preset", "")).to_dict()
-                            for d, p, s in itertools.product(datasets, protocols, cleaned["eval_splits"])]
+        """The specs of the ticked (dataset, protocol) boxes × splits; the preset follows the pretraining's unless
+        one is chosen."""
+        preset = cleaned.get("eval_preset") or SAME_PRESET
+        if preset == SAME_PRESET:
+            preset = cleaned.get("preset") if cleaned.get("preset") in EVAL_PRESETS else ""
+        chosen = [(int(field.name[len(EVAL_FIELD):]), protocol) for field in self.evaluation_fields
+                  for protocol in cleaned.get(field.name) or []]
+        self.evaluations = [services.EvaluationSpec(dataset=d, protocol=p, split=s, preset=preset).to_dict()
+                            for (d, p), s in itertools.product(chosen, cleaned.get("eval_splits") or [])]
 
 
 class EvaluateForm(TeamFormMixin, MetaFields):

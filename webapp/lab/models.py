@@ -21,6 +21,8 @@ class Team(models.Model):
                                                         "absolute path a line (LAB_DATA_ROOTS are open to all teams)")
     checkpoint_roots = models.TextField(blank=True, help_text="folders of checkpoints trained outside the lab that "
                                                               "this team may evaluate, one absolute path a line")
+    # The leaderboard's pinned baseline per column ({column key: row key}), chosen by the team's members.
+    leaderboard_pins = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -145,6 +147,9 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
+    # The lab's and the worker's own lines (started, requeued, resumed, cancelled...), also in log_tail but kept apart
+    # so that a chatty trainer's output never pushes them out of what the page shows.
+    events = models.TextField(blank=True)
     attempt = models.PositiveIntegerField(default=0)
     worker_losses = models.PositiveIntegerField(default=0, help_text="attempts whose worker vanished since the last retry")
 
@@ -158,6 +163,11 @@ class Job(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+    # Where its results sit on the leaderboard (webapp.lab.leaderboard.board_fields, set at submission): the row
+    # (what determines the encoder's numbers) and, for an evaluation, the column (benchmark and protocol label).
+    board_row = models.CharField(max_length=80, blank=True)
+    board_label = models.CharField(max_length=300, blank=True)
+    board_column = models.CharField(max_length=200, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -165,7 +175,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["team", "status"]), models.Index(fields=["status", "heartbeat_at"])]
+        indexes = [models.Index(fields=["team", "status"]), models.Index(fields=["status", "heartbeat_at"]),
+                   models.Index(fields=["team", "kind", "board_row"])]
         constraints = [models.CheckConstraint(condition=models.Q(priority__lte=9), name="job_priority_0_9")]
 
     def __str__(self) -> str:
@@ -204,6 +215,23 @@ class Job(models.Model):
         return self.status in self.ACTIVE
 
     @property
+    def elapsed_seconds(self) -> float | None:
+        """Seconds it has run: from its start to its end, or to now while it runs."""
+        if self.started_at is None:
+            return None
+        from django.utils import timezone
+
+        return max(((self.finished_at or timezone.now()) - self.started_at).total_seconds(), 0.0)
+
+    @property
+    def elapsed_text(self) -> str:
+        return duration_text(self.elapsed_seconds)
+
+    @property
+    def eta_text(self) -> str:
+        return duration_text(self.eta_seconds)
+
+    @property
     def final_checkpoint(self) -> str:
         return f"{self.out_dir.rstrip('/')}/final.pt" if self.out_dir else ""
 
@@ -232,6 +260,18 @@ class Job(models.Model):
                 f"{cfg.get('protocol', '?')} · seed {cfg.get('seed', 0)}")
 
 
+def duration_text(seconds: float | None) -> str:
+    """'45 s', '6 min 39 s', '2 h 05 min'; '' for None."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 class Result(models.Model):
     """One evaluation's record as xdc wrote it (schema xdc-eval-result/1), with the columns the leaderboard needs."""
 
@@ -254,6 +294,20 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.benchmark}/{self.protocol} {self.metric_name}={self.metric_value}"
+
+
+class JobCurves(models.Model):
+    """A finished job's curves as its MLflow run logged them, downsampled (`webapp.lab.charts`): pages draw finished
+    runs from here without asking MLflow. Kept apart from Job so that lists of jobs do not load them."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, primary_key=True, related_name="cached_curves")
+    # {"series": {metric key: [[step, value], ...]}, "preview": the same, fewer points}, finite values only
+    curves = models.JSONField()
+    finished_at = models.DateTimeField(null=True)  # the job's when stored: a retried job's new run is read afresh
+    stored_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"curves of job #{self.job_id}"
 
 
 def _new_key() -> str:  # also named by migration 0001

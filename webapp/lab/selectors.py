@@ -71,8 +71,10 @@ def get_dataset(user, pk: int) -> Dataset:
 
 
 def filter_jobs(jobs: QuerySet[Job], *, status: str = "", variant: str = "", user: str = "", kind: str = "",
-                ids: list[int] | None = None) -> QuerySet[Job]:
-    if any("\x00" in value for value in (status, variant, user, kind)):
+                name: str = "", row: str = "", column: str = "", ids: list[int] | None = None) -> QuerySet[Job]:
+    """`name` is a job's name or a sweep's (the jobs of one grid); `row` and `column` a leaderboard row key and
+    column name: the jobs behind a row or a cell."""
+    if any("\x00" in value for value in (status, variant, user, kind, name, row, column)):
         return jobs.none()  # no stored name holds a NUL, and PostgreSQL refuses one in a query
     if status:
         jobs = jobs.filter(status=status)
@@ -82,6 +84,12 @@ def filter_jobs(jobs: QuerySet[Job], *, status: str = "", variant: str = "", use
         jobs = jobs.filter(creator__username=user)
     if kind:
         jobs = jobs.filter(kind=kind)
+    if name:
+        jobs = jobs.filter(name=name)
+    if row:
+        jobs = jobs.filter(board_row=row)
+    if column:
+        jobs = jobs.filter(board_column=column)
     if ids:
         jobs = jobs.filter(pk__in=ids)
     return jobs

@@ -9,13 +9,11 @@ Messages to Celery are sent only after the transaction that made the job visible
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import statistics
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,22 +24,19 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat, Right
 from django.utils import timezone
 
+from webapp.lab import leaderboard
 from webapp.lab.models import Dataset, Job, Result, Team
 from webapp.lab.selectors import parse_id
-from xdc.config import PrepareConfig, PretrainConfig, check_text, flatten, runtime_keys
+from xdc.config import PrepareConfig, PretrainConfig, check_text, flatten
 from xdc.errors import ConfigError, DataError
 from xdc.launch import Resources
 
 log = logging.getLogger(__name__)
 
-# Two pretraining jobs whose configs differ only in these keys are one leaderboard row: the keys that do not change
-# what is learnt (declared `runtime` on xdc's config fields) and the seed, over which a row reports mean ± std.
-ROW_IGNORED_KEYS = runtime_keys(PretrainConfig) | {"seed"}
 # Grid axes that set several config keys at once.
 GRID_ALIASES = {"cluster.k": ("cluster.k_video", "cluster.k_audio", "cluster.k_joint")}
 MAIN_METRIC = {"retrieval": "recall@1"}
 DEFAULT_METRIC = "top1"
-BASELINES = ("random", "supervised")
 
 
 class LabError(Exception):
@@ -145,24 +140,55 @@ def expand_grid(base: dict[str, Any], axes: dict[str, Iterable[Any]], *, kind: s
 # -- submission --------------------------------------------------------------------------------------------------
 
 
-def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, dataset: Dataset | None = None,
-                evaluations: list[dict[str, Any]] | None = None, parent: Job | None = None, priority: int = 5,
-                resources: dict[str, Any] | None = None, name: str = "") -> list[Job]:
-    """Validate every config, then create one queued job per config and enqueue them once committed.
+@dataclass
+class Plan:
+    """What a submission would create, checked: one job per config (config, dataset, parent), the evaluations each
+    pretraining queues on success, and the shared priority, resources and name."""
 
-    Nothing is created if any config is refused: LabError maps 'config' (or 'configs[i]' for grids) and
-    'config.<key>' to the reason. What a job reads must be its team's: a pretraining trains on a dataset of the
-    team (`dataset`, or the one whose path its data.path names), an evaluation measures a benchmark dataset of the
-    team with a baseline, a succeeded pretraining of the team (`parent`, or the job whose final.pt it names) or a
-    file under one of the team's checkpoint roots. The team's MLflow experiment is written into each config, and
-    each job gets its own output folder.
-    """
+    kind: str
+    jobs: list[tuple[dict[str, Any], Dataset, Job | None]]
+    evaluations: list[dict[str, Any]]
+    priority: int
+    resources: Resources
+    name: str
+
+    def describe(self) -> list[str]:
+        """One line per job it queues (and the evaluations queued later), as a preview shows them."""
+        lines = []
+        for cfg, data, parent in self.jobs:
+            job = Job(kind=self.kind, config=cfg, dataset=data, parent=parent)
+            lines.append(f"{self.kind}: {job.summary} · {self.resources.describe()}")
+        if self.evaluations:
+            names = {d.pk: d.name for d in Dataset.objects.filter(pk__in={s["dataset"] for s in self.evaluations})}
+            each = ", ".join(f"{s['protocol']}{'-' + s['preset'] if s['preset'] else ''} on "
+                             f"{names.get(s['dataset'], s['dataset'])} split {s['split']}" for s in self.evaluations)
+            lines.append(f"then, as each pretraining succeeds, {len(self.evaluations)} evaluation"
+                         f"{'s' if len(self.evaluations) != 1 else ''}: {each}")
+        return lines
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs) * (1 + len(self.evaluations))
+
+
+def plan_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, dataset: Dataset | None = None,
+              evaluations: list[dict[str, Any]] | None = None, parent: Job | None = None, priority: int = 5,
+              resources: dict[str, Any] | None = None, name: str = "") -> Plan:
+    """Check a submission without creating anything (the preview, and the first half of `submit_jobs`).
+
+    Every part is checked before anything is refused, so one answer lists all that is wrong: the name and priority,
+    the resources, each config (LabError maps 'config', or 'configs[i]' for grids, and 'config.<key>') and the
+    evaluations. What a job reads must be its team's: a pretraining trains on a dataset of the team (`dataset`, or
+    the one whose path its data.path names), an evaluation measures a benchmark dataset of the team with a
+    baseline, a succeeded pretraining of the team (`parent`, or the job whose final.pt it names) or a file under one
+    of the team's checkpoint roots."""
     if not configs:
         raise LabError({"config": ["no configuration to submit"]})
     if len(configs) > settings.LAB_MAX_GRID:
         raise LabError({"config": [f"{len(configs)} jobs is more than LAB_MAX_GRID={settings.LAB_MAX_GRID}"]})
-    _check_meta(priority=priority, name=name)
-    spec = check_resources(kind, resources or {})
+    errors: dict[str, list[str]] = {}
+    _collect(errors, lambda: _check_meta(priority=priority, name=name))
+    spec = _collect(errors, lambda: check_resources(kind, resources or {}))
     parent = Job.objects.filter(pk=parent.pk).first() if parent is not None else None  # its status and run id now
     _check_links(team, kind, dataset=dataset, parent=parent)
     if parent is not None:  # an evaluation of a pretraining job runs on its checkpoint, whatever the config said
@@ -172,15 +198,46 @@ def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], *, d
     planned = []
     for index, raw in enumerate(configs):
         where = f"configs[{index}]" if many else "config"
-        if dataset is not None:
-            raw = _follow_dataset(kind, raw, dataset, where)
-        cfg = _checked_config(kind, raw, team, where)
-        planned.append((cfg, *_links(kind, cfg, team, dataset=dataset, parent=parent, where=where)))
-    specs = check_evaluations(evaluations or [], team) if kind == Job.Kind.PRETRAIN else []
+        planned.append(_collect(errors, lambda raw=raw, where=where: _plan_one(kind, raw, team, dataset, parent,
+                                                                               where)))
+    specs = _collect(errors, lambda: check_evaluations(evaluations or [], team)) if kind == Job.Kind.PRETRAIN else []
+    if errors:
+        raise LabError(errors)
+    return Plan(kind, planned, specs, priority, spec, name)
+
+
+def _collect(errors: dict[str, list[str]], check):
+    """`check()`, or None with its LabError's messages added to `errors` (the first message of a key wins)."""
+    try:
+        return check()
+    except LabError as exc:
+        for key, messages in exc.errors.items():
+            errors.setdefault(key, messages)
+        return None
+
+
+def _plan_one(kind: str, raw: Any, team: Team, dataset: Dataset | None, parent: Job | None,
+              where: str) -> tuple[dict[str, Any], Dataset, Job | None]:
+    if dataset is not None:
+        raw = _follow_dataset(kind, raw, dataset, where)
+    cfg = _checked_config(kind, raw, team, where)
+    return (cfg, *_links(kind, cfg, team, dataset=dataset, parent=parent, where=where))
+
+
+def submit_jobs(user, team: Team, kind: str, configs: list[dict[str, Any]], **options: Any) -> list[Job]:
+    """Check the submission (`plan_jobs`: nothing is created if any part is refused), then create one queued job
+    per config and enqueue them once committed. The team's MLflow experiment is written into each config, and each
+    job gets its own output folder."""
+    plan = plan_jobs(user, team, kind, configs, **options)
     with transaction.atomic():
-        jobs = [_create_job(user, team, kind, cfg, dataset=data, evaluations=specs, parent=source,
-                            priority=priority, resources=spec.to_dict(), name=name)
-                for cfg, data, source in planned]
+        jobs = [_create_job(user, team, kind, cfg, dataset=data, evaluations=plan.evaluations, parent=source,
+                            priority=plan.priority, resources=plan.resources.to_dict(), name=plan.name)
+                for cfg, data, source in plan.jobs]
+        if len(jobs) > 1 and not plan.name:  # a grid without a name is one sweep, named after its first job
+            sweep = f"sweep-{jobs[0].pk}"
+            Job.objects.filter(pk__in=[job.pk for job in jobs]).update(name=sweep)
+            for job in jobs:
+                job.name = sweep
     for job in jobs:
         transaction.on_commit(lambda job=job: enqueue(job))
     return jobs
@@ -350,7 +407,7 @@ def _checkpoint_source(team: Team, checkpoint: str, where: str) -> Job | None:
     """A checkpoint is a baseline, the final.pt of a succeeded pretraining of the team (that job, returned, becomes
     the evaluation's parent), or an xdc checkpoint file under one of the team's checkpoint roots (the admin's
     allowance for models trained elsewhere); never a free path."""
-    if checkpoint in BASELINES:
+    if checkpoint in leaderboard.BASELINES:
         return None
     path = Path(_resolved(checkpoint))
     if path.name == "final.pt":
@@ -370,8 +427,9 @@ def _checkpoint_source(team: Team, checkpoint: str, where: str) -> Job | None:
 
 def _create_job(user, team: Team, kind: str, cfg: dict[str, Any], **fields: Any) -> Job:
     variant = cfg.get("variant", "") if kind == Job.Kind.PRETRAIN else ""
+    board = leaderboard.board_fields(kind, cfg, dataset=fields.get("dataset"), parent=fields.get("parent"))
     job = Job.objects.create(team=team, creator=user, kind=kind, config=cfg, variant=variant,
-                             queued_at=timezone.now(), **fields)
+                             queued_at=timezone.now(), **board, **fields)
     job.out_dir = str(Path(settings.LAB_RUNS_DIR) / team.slug / f"job-{job.pk}")
     job.name = job.name or f"{kind}-{job.pk}"
     if not cfg.get("run_name"):
@@ -421,20 +479,28 @@ def check_evaluations(specs: list[Any], team: Team) -> list[dict[str, Any]]:
     evaluation of a random encoder on its dataset, so a bad spec is refused at submission."""
     if not isinstance(specs, list):
         raise LabError({"evaluations": ["evaluations must be a list of objects"]})
-    checked = []
+    checked, problems = [], []
     for index, raw in enumerate(specs):
-        spec = EvaluationSpec.from_dict(raw, where=f"evaluations[{index}]")
-        dataset = Dataset.objects.usable().filter(team=team, pk=spec.dataset).first()
-        if dataset is None:
-            raise LabError({"evaluations": [f"evaluations[{index}]: no dataset {spec.dataset} in this team"]})
         try:
-            cfg = validate_config(Job.Kind.EVALUATE, spec.config(dataset, checkpoint="random"))
-        except ConfigError as exc:
-            raise LabError({"evaluations": [f"evaluations[{index}]: {exc}"]}) from None
-        spec = dataclasses.replace(spec, split=cfg["split"], seed=cfg["seed"], protocol=cfg["protocol"],
-                                   preset=cfg["preset"])  # as typed by the config
-        checked.append(spec.to_dict())
+            checked.append(_checked_evaluation(raw, team, f"evaluations[{index}]"))
+        except LabError as exc:
+            problems += exc.errors["evaluations"]
+    if problems:  # every bad spec at once
+        raise LabError({"evaluations": problems})
     return checked
+
+
+def _checked_evaluation(raw: Any, team: Team, where: str) -> dict[str, Any]:
+    spec = EvaluationSpec.from_dict(raw, where=where)
+    dataset = Dataset.objects.usable().filter(team=team, pk=spec.dataset).first()
+    if dataset is None:
+        raise LabError({"evaluations": [f"{where}: no dataset {spec.dataset} in this team"]})
+    try:
+        cfg = validate_config(Job.Kind.EVALUATE, spec.config(dataset, checkpoint="random"))
+    except ConfigError as exc:
+        raise LabError({"evaluations": [f"{where} ({spec.protocol} on {dataset.name}): {exc}"]}) from None
+    return dataclasses.replace(spec, split=cfg["split"], seed=cfg["seed"], protocol=cfg["protocol"],
+                               preset=cfg["preset"]).to_dict()  # as typed by the config
 
 
 def enqueue(job: Job, *, countdown: float = 0) -> str | None:
@@ -523,11 +589,23 @@ def heartbeat(job_id: int, *, progress: float, eta: float | None, stage: str, wo
 
 
 def append_log(job_id: int, text: str) -> None:
-    """Append to the job's log tail, keeping the last LAB_LOG_TAIL_CHARS characters (one UPDATE, no race)."""
+    """Append the trainer's output to the job's log tail, keeping the last LAB_LOG_TAIL_CHARS characters (one
+    UPDATE, no race)."""
     if not text:
         return
     limit = settings.LAB_LOG_TAIL_CHARS
     Job.objects.filter(pk=job_id).update(log_tail=Right(Concat(F("log_tail"), Value(text[-limit:])), limit))
+
+
+def append_event(job_id: int, text: str) -> None:
+    """A line of the lab's or the worker's own (started, requeued, resumed, cancelled): into the log tail, in its
+    place among the trainer's lines, and into the job's events, which only such lines fill."""
+    if not text:
+        return
+    limit = settings.LAB_LOG_TAIL_CHARS
+    text = text[-limit:]
+    Job.objects.filter(pk=job_id).update(log_tail=Right(Concat(F("log_tail"), Value(text)), limit),
+                                         events=Right(Concat(F("events"), Value(text)), limit))
 
 
 def set_run(job_id: int, *, run_id: str, experiment_id: str) -> None:
@@ -581,7 +659,7 @@ def mark_cancelled(job_id: int, *, owner: dict[str, Any] | None = None, reason: 
         status=Job.Status.CANCELLED, cancel_requested=False, eta_seconds=None, finished_at=timezone.now(),
         stage=f"cancelled: {reason}"[:300] if reason else "cancelled", **({"error": reason[:20000]} if reason else {}))
     if changed and reason:
-        append_log(job_id, f"\n[lab] cancelled: {reason}\n")
+        append_event(job_id, f"\n[lab] cancelled: {reason}\n")
     return Job.objects.filter(pk=job_id).first()
 
 
@@ -630,7 +708,7 @@ def on_job_succeeded(job: Job) -> list[Job]:
             children += submit_jobs(job.creator, job.team, Job.Kind.EVALUATE, [cfg], dataset=dataset, parent=job,
                                     priority=job.priority, resources=_one_rank(job.resources))
         except LabError as exc:
-            append_log(job.pk, f"\n[lab] evaluation {stored} not queued: {exc}\n")
+            append_event(job.pk, f"\n[lab] evaluation {stored} not queued: {exc}\n")
     return children
 
 
@@ -749,14 +827,14 @@ def _requeue_lost(rows, job: Job, short: str, detail: str) -> bool:
                   f"(LAB_MAX_WORKER_LOSSES={settings.LAB_MAX_WORKER_LOSSES})")
         if rows.update(status=Job.Status.FAILED, error=reason, worker_losses=losses, finished_at=timezone.now(),
                        eta_seconds=None, stage="failed"):
-            append_log(job.pk, f"\n[lab] {detail}; {reason}\n")
+            append_event(job.pk, f"\n[lab] {detail}; {reason}\n")
             _mark_run_failed(job.mlflow_run_id, reason)
         return False
     if not rows.update(status=Job.Status.QUEUED, worker="", stage=f"requeued: {short}", eta_seconds=None,
                        worker_losses=losses, queued_at=timezone.now(), message_sent_at=None):
         return False
     delay = min(settings.LAB_REQUEUE_BACKOFF_SECONDS * 2 ** (losses - 1), 3600)
-    append_log(job.pk, f"\n[lab] {detail}; requeued ({short} {losses} times; starts again in {delay:.0f} s or "
+    append_event(job.pk, f"\n[lab] {detail}; requeued ({short} {losses} times; starts again in {delay:.0f} s or "
                        f"later)\n")
     transaction.on_commit(lambda pk=job.pk, delay=delay: enqueue(Job.objects.get(pk=pk), countdown=delay))
     return True
@@ -774,6 +852,41 @@ def _mark_run_failed(run_id: str, reason: str) -> None:
         client.set_terminated(run_id, status="FAILED")
     except Exception:  # the row says why; an unreachable tracking server must not stop the sweep
         log.warning("could not mark MLflow run %s FAILED", run_id, exc_info=True)
+
+
+def waiting_reason(job: Job) -> str:
+    """Why a queued job has not started, in words: the broker has not taken it yet, or how many jobs are ahead of
+    it on its queue (lower priority numbers first, then the earlier queued), and whether any worker serves that
+    queue now (`live_queues`)."""
+    if job.status != Job.Status.QUEUED:
+        return ""
+    if settings.LAB_ENQUEUE != "none" and job.message_sent_at is None:
+        return "not sent yet: the message broker did not answer; it is sent again when it does"
+    queued = Job.objects.filter(status=Job.Status.QUEUED).exclude(pk=job.pk).values_list(
+        "priority", "queued_at", "resources", "pk")
+    ahead = sum(1 for priority, queued_at, resources, pk in queued
+                if Job(resources=resources).queue_name == job.queue_name
+                and (priority, queued_at or job.queued_at, pk) < (job.priority, job.queued_at, job.pk))
+    position = f"{ahead} job{'s' if ahead != 1 else ''} ahead of it on queue {job.queue_name}"
+    serving = live_queues()
+    if serving is not None and job.queue_name not in serving:
+        offered = ", ".join(sorted(serving)) or "none"
+        return f"{position}; no worker serves queue {job.queue_name} now (queues served: {offered})"
+    return position
+
+
+def live_queues() -> set[str] | None:
+    """The queues some running worker consumes now, as workers announce them in the broker (workers/presence.py);
+    None when that cannot be read (no broker, LAB_ENQUEUE=none)."""
+    if settings.LAB_ENQUEUE == "none":
+        return None
+    try:
+        from workers.presence import served_queues
+
+        return served_queues()
+    except Exception:  # an unreachable broker: say nothing about workers rather than something wrong
+        log.info("could not read which queues workers serve", exc_info=True)
+        return None
 
 
 # -- datasets ----------------------------------------------------------------------------------------------------
@@ -818,7 +931,7 @@ def register_store(job: Job) -> Dataset | None:
     try:
         counts = _listing_counts(job.config["layout"], store)
     except LabError as exc:
-        append_log(job.pk, f"\n[lab] the store at {store} is not offered as a dataset: {exc}\n")
+        append_event(job.pk, f"\n[lab] the store at {store} is not offered as a dataset: {exc}\n")
         return None
     base = f"{source.name if source else Path(job.config['path']).name} store {job.config['store']['short_side']}px"
     name = base if not Dataset.objects.filter(team=job.team, name=base).exists() else f"{base} (job {job.pk})"
@@ -923,129 +1036,34 @@ def _check_text(field_name: str, value: str, longest: int) -> None:
 # -- the leaderboard -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Cell:
-    values: list[float] = field(default_factory=list)
-    jobs: list[Job] = field(default_factory=list)
-    pending: int = 0
-    metric: str = ""
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values) if len(self.values) > 1 else (0.0 if self.values else None)
+def pin_baseline(team: Team, *, column: str, row: str) -> None:
+    """Pin `row` as the baseline of the leaderboard column `column` (a Column key), or unpin with an empty row. The
+    pins are the team's; the page shows every cell's delta to its column's pin."""
+    if not isinstance(column, str) or not column or len(column) > 400 or "\x00" in column:
+        raise LabError({"column": ["no such leaderboard column"]})
+    if row and not (isinstance(row, str) and Job.objects.filter(team=team, board_row=row).exists()):
+        raise LabError({"row": ["no such leaderboard row in this team"]})
+    with transaction.atomic():
+        locked = Team.objects.select_for_update().get(pk=team.pk)
+        pins = dict(locked.leaderboard_pins) if isinstance(locked.leaderboard_pins, dict) else {}
+        if row:
+            pins[column] = row
+        else:
+            pins.pop(column, None)
+        Team.objects.filter(pk=team.pk).update(leaderboard_pins=pins)
+    team.leaderboard_pins = pins
 
 
-@dataclass
-class Row:
-    key: str
-    label: str
-    kind: str  # pretrained | baseline | checkpoint
-    pretrain_jobs: list[Job] = field(default_factory=list)
-    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
-
-    def cell(self, column: tuple[str, str]) -> Cell:
-        return self.cells.setdefault(column, Cell())
-
-
-@dataclass
-class Leaderboard:
-    columns: list[tuple[str, str]]
-    rows: list[Row]
-
-
-def leaderboard(team: Team, *, variant: str | None = None, dataset: Dataset | int | None = None) -> Leaderboard:
-    """Pretrained checkpoints (grouped over pretraining seeds) and the random/supervised baselines × (benchmark,
-    protocol): mean ± std of the main metric over seeds and splits, n, pending evaluations, and the jobs behind."""
-    rows: dict[str, Row] = {}
-    pretrains = Job.objects.filter(team=team, kind=Job.Kind.PRETRAIN).select_related("dataset")
-    if variant:  # no variant holds a NUL, and PostgreSQL refuses one in a query
-        pretrains = pretrains.filter(variant=variant) if "\x00" not in variant else pretrains.none()
-    if dataset:
-        pretrains = pretrains.filter(dataset=dataset)
-    wanted = {job.pk: job for job in pretrains}
-    datasets = list(team.datasets.all())
-    by_pk = {d.pk: d for d in datasets}
-    by_path = {d.path: d for d in datasets}  # an API evaluation may name its data by path alone
-    for job in wanted.values():
-        row = _pretrain_row(rows, job)
-        if job.is_active:
-            for spec in job.evaluations or []:
-                _spec_column(row, spec, by_pk.get(spec.get("dataset"))).pending += 1
-    evaluations = Job.objects.filter(team=team, kind=Job.Kind.EVALUATE).select_related("parent", "result",
-                                                                                         "dataset")
-    for job in evaluations:
-        row = _evaluation_row(rows, job, wanted, filtered=bool(variant or dataset))
-        if row is None:
-            continue
-        data = job.dataset or by_path.get(str(job.config.get("data", "")))
-        _add_to_cell(row.cell(evaluation_column(job.config, data)), job)
-    columns = sorted({column for row in rows.values() for column in row.cells})
-    ordered = sorted(rows.values(), key=lambda r: (r.kind != "baseline", r.label))
-    return Leaderboard(columns=columns, rows=ordered)
-
-
-def _row_key(config: dict[str, Any]) -> str:
-    kept = {k: v for k, v in flatten(config).items() if k not in ROW_IGNORED_KEYS}
-    return "pretrain:" + json.dumps(kept, sort_keys=True)
-
-
-def _pretrain_row(rows: dict[str, Row], job: Job) -> Row:
-    key = _row_key(job.config)
-    row = rows.get(key)
-    if row is None:
-        label = job.summary.rsplit(" · seed", 1)[0]
-        row = rows[key] = Row(key=key, label=label, kind="pretrained")
-    row.pretrain_jobs.append(job)
-    return row
-
-
-def evaluation_column(cfg: dict[str, Any], dataset: Dataset | None = None) -> tuple[str, str]:
-    """(benchmark, protocol label); a small or tiny protocol is its own column ('linear-small'), as xdc records it.
-    Two `folder` datasets are different benchmarks ('folder:<dataset name>'), and a shuffled-labels control is a
-    column of its own: averaging either with the real thing would make a meaningless number."""
-    benchmark, protocol = str(cfg.get("benchmark", "?")), str(cfg.get("protocol", "?"))
-    if benchmark == "folder":
-        benchmark = f"folder:{dataset.name if dataset else Path(str(cfg.get('data', ''))).name or '?'}"
-    if cfg.get("preset"):
-        protocol = f"{protocol}-{cfg['preset']}"
-    if cfg.get("shuffle_train_labels"):
-        protocol = f"{protocol} (shuffled labels)"
-    return benchmark, protocol
-
-
-def _spec_column(row: Row, spec: dict[str, Any], dataset: Dataset | None) -> Cell:
-    return row.cell(evaluation_column({**spec, "benchmark": dataset.benchmark if dataset else "?"}, dataset))
-
-
-def _evaluation_row(rows: dict[str, Row], job: Job, wanted: dict[int, Job], *, filtered: bool) -> Row | None:
-    checkpoint = str(job.config.get("checkpoint", ""))
-    if job.parent_id:
-        parent = wanted.get(job.parent_id)
-        return rows[_row_key(parent.config)] if parent is not None else None
-    if checkpoint in BASELINES:
-        return rows.setdefault(f"baseline:{checkpoint}",
-                               Row(key=f"baseline:{checkpoint}", label=f"baseline: {checkpoint}", kind="baseline"))
-    if filtered:
-        return None
-    return rows.setdefault(f"checkpoint:{checkpoint}",
-                           Row(key=f"checkpoint:{checkpoint}", label=checkpoint, kind="checkpoint"))
-
-
-def _add_to_cell(cell: Cell, job: Job) -> None:
-    if job.is_active:
-        cell.pending += 1
-        cell.jobs.append(job)
-        return
-    result = getattr(job, "result", None) if job.status == Job.Status.SUCCEEDED else None
-    if result is not None and result.metric_value is not None:
-        cell.values.append(result.metric_value)
-        cell.metric = result.metric_name
-        cell.jobs.append(job)
+def reevaluate_stale(user, team: Team, column) -> list[Job]:
+    """Queue, under the protocol's latest version, every evaluation of a stale leaderboard column that has no
+    counterpart there yet (same row, split, seed and data): one job each, with the same checkpoint, data and
+    resources. LabError when the column is not stale."""
+    if not column.stale:
+        raise LabError({"column": [f"{column.title} is under the latest version of its protocol"]})
+    created = []
+    for old in leaderboard.stale_evaluations(team, column):
+        cfg = {k: v for k, v in old.config.items() if k not in ("run_name", "pretrain_run_id")}
+        parent = old.parent if old.parent and old.parent.status == Job.Status.SUCCEEDED else None
+        created += submit_jobs(user, team, Job.Kind.EVALUATE, [{**cfg, "version": 0}], dataset=old.dataset,
+                               parent=parent, priority=old.priority, resources=old.resources)
+    return created

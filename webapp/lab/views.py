@@ -8,13 +8,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.lab import charts, selectors, services
+from webapp.lab import charts, comparison, figures, gallery, selectors, services
+from webapp.lab import leaderboard as board_module
 from webapp.lab.forms import DatasetForm, EvaluateForm, PrepareForm, PretrainForm, add_lab_error
 from webapp.lab.models import Job
 from xdc.config import flatten
@@ -36,6 +37,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+           'fill="#111827"/><circle cx="12" cy="16" r="6" fill="#60a5fa"/><circle cx="20" cy="16" r="6" '
+           'fill="#f472b6" fill-opacity=".8"/></svg>')
+
+
+@login_not_required
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Two overlapping circles, the two modalities (so tabs of the lab are told apart)."""
+    response = HttpResponse(FAVICON, content_type="image/svg+xml")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 @require_POST
 def switch_team(request: HttpRequest) -> HttpResponse:
     team_id = selectors.parse_id(request.POST.get("team"))
@@ -53,13 +68,16 @@ def switch_team(request: HttpRequest) -> HttpResponse:
 def job_list(request: HttpRequest) -> HttpResponse:
     from xdc.variants import VARIANTS
 
-    filters = {k: request.GET.get(k, "") for k in ("status", "variant", "user", "kind")}
-    jobs = selectors.filter_jobs(selectors.visible_jobs(request.user), **filters)[:300]
+    filters = {k: request.GET.get(k, "")[:400] for k in ("status", "variant", "user", "kind", "name", "row",
+                                                          "column")}
+    jobs = selectors.filter_jobs(selectors.visible_jobs(request.user).select_related("result"), **filters)[:300]
     users = sorted(set(selectors.visible_jobs(request.user).exclude(creator=None)
                        .values_list("creator__username", flat=True)))
     return render(request, "lab/jobs.html", {
         "jobs": jobs, "filters": filters, "statuses": Job.Status.values, "variants": list(VARIANTS),
-        "users": users, "kinds": Job.Kind.values})
+        "users": users, "kinds": Job.Kind.values, "filtered": any(filters.values()),
+        "many_teams": selectors.user_teams(request.user).count() > 1,
+        "board_row": next((j.board_label for j in jobs if filters["row"]), "")})
 
 
 @require_http_methods(["GET", "POST"])
@@ -73,41 +91,119 @@ def submit_evaluate(request: HttpRequest) -> HttpResponse:
 
 
 def _submit(request: HttpRequest, form_class, kind: str) -> HttpResponse:
+    """A submission form; its 'preview' button checks everything and lists the jobs it would queue, 'queue'
+    queues them."""
     team = selectors.current_team(request)
     clone = None
     if request.GET.get("clone"):
         clone = selectors.get_job(request.user, request.GET["clone"])
     initial = form_class.initial_from(clone) if clone is not None and clone.kind == kind else {}
     form = form_class(request.POST or None, user=request.user, team=team, initial=initial)
+    preview = None
     if request.method == "POST" and form.is_valid():
+        options = dict(dataset=form.cleaned_data["dataset"], parent=getattr(form, "parent", None),
+                       evaluations=getattr(form, "evaluations", None), **form.meta())
         try:
-            created = services.submit_jobs(request.user, form.cleaned_data["team"], kind, form.configs,
-                                           dataset=form.cleaned_data["dataset"], parent=getattr(form, "parent", None),
-                                           evaluations=getattr(form, "evaluations", None), **form.meta())
+            if request.POST.get("action") == "preview":
+                preview = services.plan_jobs(request.user, form.cleaned_data["team"], kind, form.configs, **options)
+            else:
+                created = services.submit_jobs(request.user, form.cleaned_data["team"], kind, form.configs,
+                                               **options)
         except services.LabError as exc:
             add_lab_error(form, exc)
         else:
-            messages.success(request, f"queued {len(created)} job{'s' if len(created) != 1 else ''}: "
-                                      + ", ".join(f"#{j.pk}" for j in created))
-            if services.unsent(created):
-                messages.warning(request, "the message broker is unreachable: the jobs wait in the queue and are "
-                                          "sent when it is back")
-            return redirect(created[0] if len(created) == 1 else "lab:jobs")
-    return render(request, "lab/submit.html", {"form": form, "kind": kind, "clone": clone},
+            if preview is None:
+                _report_queued(request, created)
+                return redirect(created[0] if len(created) == 1 else "lab:jobs")
+    elif request.method == "POST":
+        _add_config_errors(request, form, kind)
+    return render(request, "lab/submit.html", {"form": form, "kind": kind, "clone": clone, "preview": preview},
                   status=400 if form.errors else 200)
+
+
+def _add_config_errors(request: HttpRequest, form, kind: str) -> None:
+    """A form with field errors still has its configs checked, so one submit shows the field errors and what the
+    configs and evaluations get wrong together."""
+    cleaned = form.cleaned_data
+    if not getattr(form, "configs", None) or cleaned.get("team") is None:
+        return
+    try:
+        services.plan_jobs(request.user, cleaned["team"], kind, form.configs, dataset=cleaned.get("dataset"),
+                           parent=getattr(form, "parent", None), evaluations=getattr(form, "evaluations", None))
+    except services.LabError as exc:
+        add_lab_error(form, exc)
+
+
+def _report_queued(request: HttpRequest, created: list[Job]) -> None:
+    messages.success(request, f"queued {len(created)} job{'s' if len(created) != 1 else ''}: "
+                              + ", ".join(f"#{j.pk}" for j in created))
+    if services.unsent(created):
+        messages.warning(request, "the message broker is unreachable: the jobs wait in the queue and are sent when "
+                                  "it is back")
 
 
 @require_GET
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.get_job(request.user, pk)
-    curves, mlflow_error = charts.run_curves(job.mlflow_run_id)
-    loss, rounds = charts.split_curves(curves)
+    result = getattr(job, "result", None)
+    names = dict(job.team.datasets.values_list("pk", "name"))
     return render(request, "lab/job.html", {
-        "job": job, "config_rows": sorted(flatten(job.config).items()),
-        "loss_chart": charts.svg_chart(loss, title="training loss", x_label="step"),
-        "round_chart": charts.svg_chart(rounds, title="cluster NMI per round", x_label="round"),
-        "mlflow_error": mlflow_error, "children": job.children.all(),
-        "result": getattr(job, "result", None)})
+        "job": job, "config_rows": sorted(flatten(job.config).items()), **charts.job_charts(job),
+        "children": job.children.select_related("result", "dataset").order_by("pk"),
+        "planned": [{**spec, "dataset_name": names.get(spec.get("dataset"), f"dataset {spec.get('dataset')}")}
+                    for spec in job.evaluations or []],
+        "waiting": services.waiting_reason(job), "result": result,
+        "gallery_rounds": gallery.rounds(job.out_dir) if job.kind == Job.Kind.PRETRAIN else [],
+        **(figures.result_figures(result.record) if result is not None else {})})
+
+
+@require_GET
+def job_gallery(request: HttpRequest, pk: int) -> HttpResponse:
+    """A pretraining's clusters per round and space: size, purity, majority label and member clips (frames and the
+    sound of the window the trainer used), a second round beside the first, and the round's 2-D feature map."""
+    job = selectors.get_job(request.user, pk)
+    available = gallery.rounds(job.out_dir)
+    chosen = _gallery_choice(request.GET, available)
+    shown = []
+    for round_index in chosen["rounds"]:
+        data = gallery.load(job.out_dir, round_index)
+        if data is not None:
+            spaces = list(data["spaces"])
+            space = chosen["space"] if chosen["space"] in spaces else (spaces[0] if spaces else "")
+            shown.append({"round": round_index, "data": data, "space": space, "spaces": spaces,
+                          "clusters": gallery.clusters(data, space, sort=chosen["sort"], view=chosen["view"]),
+                          "map": gallery.map_svg(data, space, colour_by=chosen["colour"])})
+    return render(request, "lab/gallery.html", {"job": job, "available": available, "shown": shown, **chosen,
+                                                "sorts": gallery.SORTS, "views": gallery.VIEWS})
+
+
+def _gallery_choice(params, available: list[int]) -> dict:
+    """Which rounds (the one asked, else the last; and one beside it), space, order, members and map colour."""
+    def pick(name: str, default: int | None) -> int | None:
+        value = selectors.parse_id(params.get(name, "")) if params.get(name, "") != "0" else 0
+        return value if value in available else default
+    first = pick("round", available[-1] if available else None)
+    beside = pick("beside", None)
+    rounds = [r for r in (first, beside) if r is not None]
+    return {"rounds": list(dict.fromkeys(rounds)), "round": first, "beside": beside,
+            "space": str(params.get("space", ""))[:20],
+            "sort": params.get("sort") if params.get("sort") in gallery.SORTS else "size",
+            "view": params.get("view") if params.get("view") in gallery.VIEWS else "random",
+            "colour": "label" if params.get("colour") == "label" else "cluster"}
+
+
+@require_GET
+def job_gallery_media(request: HttpRequest, pk: int, round_index: int, name: str) -> HttpResponse:
+    """One frame strip or sound excerpt of a gallery, to members of the job's team only (another team's job is a
+    404, as everywhere)."""
+    job = selectors.get_job(request.user, pk)
+    found = gallery.media_file(job.out_dir, round_index, name)
+    if found is None:
+        raise Http404("no such gallery file")
+    path, content_type = found
+    response = FileResponse(open(path, "rb"), content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @require_POST
@@ -141,26 +237,23 @@ def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def compare(request: HttpRequest) -> HttpResponse:
+    """Up to comparison.MAX_RUNS pretraining runs side by side; a selection it refuses comes back with the reason."""
     ids = selectors.parse_ids(request.GET.getlist("ids") + [request.GET.get("id_list", "")])
-    jobs = list(selectors.visible_jobs(request.user).filter(pk__in=ids).order_by("pk"))
-    flats = [flatten(job.config) for job in jobs]
-    keys = sorted({k for flat in flats for k in flat})
-    diff = [(k, [flat.get(k, "—") for flat in flats]) for k in keys
-            if len({repr(flat.get(k)) for flat in flats}) > 1 and k not in ("run_name",)]
-    loss, rounds = {}, {}
-    errors = set()
-    for job in jobs:
-        curves, err = charts.run_curves(job.mlflow_run_id)
-        errors.add(err)
-        job_loss, job_rounds = charts.split_curves(curves)
-        loss |= {f"#{job.pk}": v for v in job_loss.values()}
-        rounds |= {f"#{job.pk} {k}": v for k, v in job_rounds.items() if k.startswith("nmi_") and "labels" not in k}
-    return render(request, "lab/compare.html", {
-        "jobs": jobs, "diff": diff, "mlflow_compare_url": charts.mlflow_compare_url(jobs),
-        "loss_chart": charts.svg_chart(loss, title="training loss", x_label="step"),
-        "round_chart": charts.svg_chart(rounds, title="cross-modal NMI per round", x_label="round"),
-        "mlflow_error": next((e for e in errors if e), ""),
-        "candidates": selectors.visible_jobs(request.user).filter(kind=Job.Kind.PRETRAIN)[:100]})
+    context = {"ids": ids, "candidates": comparison.candidates(request.user)}
+    try:
+        result = comparison.compare_runs(request.user, ids)
+    except comparison.Refused as exc:
+        return render(request, "lab/compare.html", context | {"refusal": str(exc)}, status=400)
+    return render(request, "lab/compare.html", context | {
+        "comparison": result, "jobs": result.jobs, "diff": result.diff,
+        "mlflow_compare_url": result.mlflow_compare_url})
+
+
+@require_GET
+def job_curves(request: HttpRequest, pk: int) -> JsonResponse:
+    """The job page's charts as SVG and MLflow's error text, which the page polls while the job is active."""
+    job = selectors.get_job(request.user, pk)
+    return JsonResponse({"status": job.status, "active": job.is_active, **charts.job_charts(job)})
 
 
 @require_GET
@@ -168,14 +261,60 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
     from xdc.variants import VARIANTS
 
     team = selectors.current_team(request)
-    variant = request.GET.get("variant", "")
-    dataset_id = request.GET.get("dataset", "")
-    board = services.leaderboard(team, variant=variant or None,
-                                 dataset=selectors.parse_id(dataset_id)) if team else None
-    rows = [(row, [row.cells.get(column) for column in board.columns]) for row in board.rows] if board else []
+    query = board_module.query_from(request.GET)
+    board = board_module.build(team, **query) if team else None
     return render(request, "lab/leaderboard.html", {
-        "board": board, "rows": rows, "team": team, "variants": list(VARIANTS),
-        "datasets": team.datasets.all() if team else [], "variant": variant, "dataset_id": dataset_id})
+        "board": board, "matrix": board.matrix() if board else [], "team": team, "variants": list(VARIANTS),
+        "datasets": team.datasets.all() if team else [], "query": query, "references": board_module.reference_table(),
+        "reference_benchmarks": board_module.reference_benchmarks(), "exports": list(board_module.EXPORTS),
+        "filters": request.GET.urlencode(), "jobs_url": reverse("lab:job_list")})
+
+
+@require_GET
+def leaderboard_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    """The board of the page's filters and order, every row, as CSV, Markdown or LaTeX (booktabs)."""
+    team = selectors.current_team(request)
+    if team is None or fmt not in board_module.EXPORTS:
+        raise Http404("no such export")
+    render_text, content_type = board_module.EXPORTS[fmt]
+    board = board_module.build(team, **{**board_module.query_from(request.GET), "page": 1}, page_rows=None)
+    response = HttpResponse(render_text(board), content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="leaderboard-{team.slug}.{fmt}"'
+    return response
+
+
+@require_POST
+def leaderboard_pin(request: HttpRequest) -> HttpResponse:
+    team = selectors.current_team(request)
+    try:
+        services.pin_baseline(team, column=request.POST.get("column", ""), row=request.POST.get("row", ""))
+    except services.LabError as exc:
+        messages.error(request, " ".join(sum(exc.errors.values(), [])))
+    return _back_to_board(request)
+
+
+@require_POST
+def leaderboard_reevaluate(request: HttpRequest) -> HttpResponse:
+    """Queue the re-evaluations of a stale column under its protocol's latest version."""
+    team = selectors.current_team(request)
+    board = board_module.build(team, page_rows=None)
+    column = next((c for c in board.columns if c.key == request.POST.get("column")), None)
+    try:
+        if column is None:
+            raise services.LabError({"column": ["no such leaderboard column"]})
+        created = services.reevaluate_stale(request.user, team, column)
+    except services.LabError as exc:
+        messages.error(request, " ".join(sum(exc.errors.values(), [])))
+    else:
+        messages.success(request, f"queued {len(created)} evaluation{'s' if len(created) != 1 else ''} of "
+                                  f"{column.name} under v{column.latest}" if created else
+                                  f"every evaluation of {column.title} is already queued under v{column.latest}")
+    return _back_to_board(request)
+
+
+def _back_to_board(request: HttpRequest) -> HttpResponse:
+    query = QueryDict(request.POST.get("filters", "")).urlencode()  # re-encoded: only a query, never a header
+    return redirect(f"{reverse('lab:leaderboard')}?{query}")
 
 
 @require_http_methods(["GET", "POST"])

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import signal
 import time
 from collections.abc import Callable
@@ -518,6 +519,7 @@ class Store:
             raise DataError(f"{root}: the store's manifest or index is not one `xdc prepare` wrote ({exc!r:.200})") \
                 from None
         self._files: dict[tuple[int, str], int] = {}
+        self._opening = threading.Lock()  # threads reading one store (the gallery's) open each shard once
 
     def __del__(self, _close=os.close) -> None:  # os.close held here: at interpreter exit `os` may be gone
         for handle in getattr(self, "_files", {}).values():
@@ -629,15 +631,22 @@ class Store:
             frames = resize(frames, [size[1], size[0]], antialias=True)
         return frames.permute(0, 2, 3, 1).numpy()  # T x H x W x 3
 
+    def _open(self, shard: int, kind: str) -> int:
+        with self._opening:
+            handle = self._files.get((shard, kind))
+            if handle is None:
+                path = self.root / "shards" / f"{shard:05d}.{kind}"
+                try:
+                    handle = self._files[(shard, kind)] = os.open(path, os.O_RDONLY)
+                except OSError as exc:
+                    raise MediaError(f"cannot read the store's {path.name}: {exc.strerror}") from None
+            return handle
+
     def _read(self, row: int, kind: str, offset: int, size: int) -> bytes:
         shard = int(self._index["shard"][row])
         handle = self._files.get((shard, kind))
         if handle is None:
-            path = self.root / "shards" / f"{shard:05d}.{kind}"
-            try:
-                handle = self._files[(shard, kind)] = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise MediaError(f"cannot read the store's {path.name}: {exc.strerror}") from None
+            handle = self._open(shard, kind)
         data = os.pread(handle, size, offset)
         if len(data) != size:
             raise MediaError(f"the store's shard {shard:05d}.{kind} is shorter than its index says")
