@@ -18,12 +18,14 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 from django.db.models import Count, F, FloatField, Max, Q, Sum
 from django.db.models.functions import Cast
+from django.utils.safestring import SafeString, mark_safe
 
 from webapp.lab.models import Dataset, Job, Result, Team
 from xdc.config import PRESETS, PretrainConfig, deep_merge, flatten, runtime_keys
@@ -226,6 +228,11 @@ class Board:
     def matrix(self) -> list[tuple[Row, list[tuple[Column, Cell | None]]]]:
         return [(row, [(column, row.cells.get(column)) for column in self.columns]) for row in self.rows]
 
+    def rendered(self, jobs_url: str) -> list[tuple[Row, list[SafeString]]]:
+        """This page's rows with their cells as HTML (`cell_html`)."""
+        return [(row, [cell_html(row.cells.get(column), row, column, jobs_url) for column in self.columns])
+                for row in self.rows]
+
     def header(self) -> list[tuple[Column, str]]:
         """Each column with the label of its pinned row ('' when none)."""
         return [(column, self.pin_labels.get(column.key, "")) for column in self.columns]
@@ -289,7 +296,7 @@ def _rows(team: Team, allowed: set[str] | None) -> dict[str, Row]:
         if _keeps(allowed, key):
             rows.setdefault(key, Row(key, label, "pretrained")).pretrain_jobs.append(pk)
     others = (Job.objects.filter(team=team, kind=Job.Kind.EVALUATE, parent=None)
-              .values_list("board_row", "board_label").distinct())
+              .values_list("board_row", "board_label").order_by().distinct())
     for key, label in others:
         if key not in rows and _keeps(allowed, key) and (allowed is None or row_kind(key) == "baseline"):
             rows[key] = Row(key, label, row_kind(key))
@@ -298,21 +305,27 @@ def _rows(team: Team, allowed: set[str] | None) -> dict[str, Row]:
 
 def _fill_results(team: Team, rows: dict[str, Row], allowed: set[str] | None) -> None:
     """One grouped query: n, sum, sum of squares and best per (row, column, version, split); a row's splits then
-    make its column's split set."""
+    make its column's split set. Tuples, not dicts, and one Column object per distinct column: the board of a
+    large team loops over tens of thousands of groups."""
     grouped = (Result.objects.filter(team=team, job__status=Job.Status.SUCCEEDED, metric_value__isnull=False)
-               .values("job__board_row", "job__board_column", "protocol", "protocol_version", "split")
+               .values("job__board_row", "job__board_column", "protocol_version", "protocol", "split")
                .annotate(n=Count("id"), total=Sum("metric_value"), best=Max("metric_value"),
-                         squares=Sum(Cast(F("metric_value"), FloatField()) * F("metric_value"))))
-    per_row: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
-    for group in grouped:
-        if group["job__board_row"] in rows:
-            key = (group["job__board_row"], group["job__board_column"], group["protocol_version"], group["protocol"])
-            per_row[key].append(group)
-    for (row_key, name, version, protocol), groups in per_row.items():
-        splits = ",".join(sorted({g["split"] for g in groups}, key=_split_order))
-        cell = rows[row_key].cells.setdefault(Column(name, version, splits, protocol), Cell())
-        for g in groups:
-            cell.add(g["n"], g["total"] or 0.0, g["squares"] or 0.0, g["best"])
+                         squares=Sum(Cast(F("metric_value"), FloatField()) * F("metric_value")))
+               .values_list("job__board_row", "job__board_column", "protocol_version", "protocol", "split", "n",
+                            "total", "squares", "best").order_by())
+    per_cell: dict[tuple[str, str, str, str], list[tuple]] = defaultdict(list)
+    for row_key, name, version, protocol, split, *numbers in grouped:
+        if row_key in rows:
+            per_cell[(row_key, name, version, protocol)].append((split, *numbers))
+    columns: dict[tuple[str, str, str, str], Column] = {}
+    for (row_key, name, version, protocol), groups in per_cell.items():
+        splits = groups[0][0] if len(groups) == 1 else ",".join(sorted({g[0] for g in groups}, key=_split_order))
+        column = columns.get((name, version, splits, protocol))
+        if column is None:
+            column = columns[(name, version, splits, protocol)] = Column(name, version, splits, protocol)
+        cell = rows[row_key].cells[column] = Cell()
+        for _, n, total, squares, best in groups:
+            cell.add(n, total or 0.0, squares or 0.0, best)
 
 
 def _split_order(split: str) -> tuple[int, str]:
@@ -376,6 +389,30 @@ def _sorted(rows: list[Row], column: Column | None) -> list[Row]:
         cell = row.cells.get(column)
         return (0, -cell.mean, row.label) if cell is not None and cell.n else (1, 0.0, row.label)
     return sorted(rows, key=value)
+
+
+def cell_html(cell: Cell | None, row: Row, column: Column, jobs_url: str) -> SafeString:
+    """A cell of the page: mean ± std, n (a link to the jobs behind it), best, Δ to the pinned row, pending. Built
+    here rather than in the template: a page holds a thousand of them."""
+    if cell is None:
+        return mark_safe('<td data-testid="leaderboard-cell" data-mean="" data-n="0" data-pending="0">'
+                         '<span class="muted">—</span></td>')
+    mean = "" if cell.mean is None else f"{cell.mean:.6f}"
+    parts = [f'<td data-testid="leaderboard-cell" data-mean="{mean}" data-n="{cell.n}" data-pending="{cell.pending}">']
+    if cell.n:
+        spread = f" ± {cell.std:.3f}" if cell.n > 1 else ""
+        parts.append(f'<strong>{cell.mean:.3f}</strong>{spread} <a class="small" href="{escape(jobs_url)}?row='
+                     f'{quote(row.key, safe=":")}&amp;column={column.quoted}">n={cell.n}</a>')
+        if cell.n > 1:
+            parts.append(f'<div class="small muted">best {cell.best:.3f}</div>')
+        if cell.delta is not None:
+            parts.append(f'<div class="small delta {"up" if cell.delta >= 0 else "down"}" data-testid="delta">'
+                         f'Δ {cell.delta_text}</div>')
+    if cell.pending:
+        parts.append(f'<div class="pending" data-testid="pending"><span class="dot" aria-hidden="true"></span>'
+                     f'{cell.pending} queued or running</div>')
+    parts.append("</td>")
+    return mark_safe("".join(parts))
 
 
 # -- published numbers -------------------------------------------------------------------------------------------

@@ -263,11 +263,12 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
     team = selectors.current_team(request)
     query = board_module.query_from(request.GET)
     board = board_module.build(team, **query) if team else None
+    jobs_url = reverse("lab:job_list")
     return render(request, "lab/leaderboard.html", {
-        "board": board, "matrix": board.matrix() if board else [], "team": team, "variants": list(VARIANTS),
+        "board": board, "rendered": board.rendered(jobs_url) if board else [], "team": team, "variants": list(VARIANTS),
         "datasets": team.datasets.all() if team else [], "query": query, "references": board_module.reference_table(),
         "reference_benchmarks": board_module.reference_benchmarks(), "exports": list(board_module.EXPORTS),
-        "filters": request.GET.urlencode(), "jobs_url": reverse("lab:job_list")})
+        "filters": request.GET.urlencode(), "jobs_url": jobs_url})
 
 
 @require_GET
