@@ -81,7 +81,10 @@ def baseline_row(cfg: dict[str, Any]) -> tuple[str, str]:
     data = str(cfg.get("supervised_data", "") or "") if kind == "supervised" else ""
     key = _digest("baseline", {"kind": kind, "width": width, "input": layer, "budget": budget, "data": data})
     label = "random init" if kind == "random" else f"supervised ({budget or 'full'} budget)"
-    label += f" · width {width}" + (f" · {layer} input" if layer not in ("rgb", "none") else "")
+    if layer not in ("rgb", "none"):  # Sobel frames for video; per-clip standardised log-mel for sound
+        label += f" · width {width} · " + (f"{layer} input" if modality == "video" else f"{layer}-normalised sound")
+    else:
+        label += f" · width {width}"
     return key, label + (f" · on {Path(data).name}" if data else "")
 
 
