@@ -85,3 +85,22 @@ def test_a_job_without_a_gallery_or_with_a_damaged_one_says_so(client_a, alice, 
     (folder / "gallery.json").write_text("{not json")
     page = client_a.get(f"/jobs/{job.pk}/gallery/", {"round": "0", "sort": "<script>", "space": "x" * 500})
     assert page.status_code == 200 and page.context["shown"] == []
+
+
+def test_a_damaged_entry_or_a_linked_round_shows_nothing_rather_than_failing(client_a, alice, team_a, dataset_a,
+                                                                             tmp_path):
+    job = submit_pretrain(alice, team_a, dataset_a, seed=5)
+    write_gallery(job.out_dir, 0)
+    path = Path(job.out_dir) / "gallery" / "round_000" / "gallery.json"
+    gallery = json.loads(path.read_text())
+    gallery["spaces"]["video"]["map"]["points"][0] = [None, "x", 1, 0, 0]
+    gallery["members"]["0"]["start"] = "abc"
+    path.write_text(json.dumps(gallery))
+    page = client_a.get(f"/jobs/{job.pk}/gallery/")
+    assert page.status_code == 200 and page.context["shown"] == []
+    outside = tmp_path / "elsewhere"
+    write_gallery(str(outside), 0)
+    linked = submit_pretrain(alice, team_a, dataset_a, seed=6)
+    (Path(linked.out_dir) / "gallery").mkdir(parents=True)
+    (Path(linked.out_dir) / "gallery" / "round_000").symlink_to(outside / "gallery" / "round_000")
+    assert client_a.get(f"/jobs/{linked.pk}/gallery/0/v000001.jpg").status_code == 404

@@ -250,6 +250,25 @@ class TestThePage:
             assert response.status_code == 302 and response["Location"].startswith("/leaderboard/?")
             assert "\n" not in response["Location"]
 
+    def test_a_user_of_no_team_and_a_nul_row_get_answers_not_errors(self, client, client_a, alice, team_a,
+                                                                    dataset_a, django_user_model):
+        evaluate(alice, team_a, dataset_a, 0.25)
+        column = only_column(leaderboard.build(team_a))
+        assert client_a.post("/leaderboard/pin/", {"column": column.key, "row": "a\x00b"}).status_code == 302
+        assert client_a.post("/leaderboard/pin/", {"column": "junk", "row": ""}).status_code == 302
+        team_a.refresh_from_db()
+        assert team_a.leaderboard_pins == {}  # neither a NUL row nor a column the board lacks is stored
+        client.force_login(django_user_model.objects.create_user("loner"))
+        for url in ("/leaderboard/pin/", "/leaderboard/reevaluate/"):
+            assert client.post(url, {"column": column.key}).status_code == 404
+
+    def test_markdown_escapes_what_a_name_may_hold(self, alice, team_a, tmp_path):
+        other = services.register_dataset(team=team_a, name="<b>x|y</b>", layout="folder",
+                                           path=str(make_folder_dataset(tmp_path / "odd")))
+        evaluate(alice, team_a, other, 0.5)
+        text = leaderboard.to_markdown(leaderboard.build(team_a, page_rows=None))
+        assert "<b>" not in text and "&lt;b&gt;x\\|y&lt;/b&gt;" in text
+
     def test_the_jobs_behind_a_row_are_listed(self, client_a, alice, team_a, dataset_a):
         job = evaluate(alice, team_a, dataset_a, 0.25)
         evaluate(alice, team_a, dataset_a, 0.25, width=8)

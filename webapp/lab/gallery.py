@@ -55,13 +55,14 @@ def load(out_dir: str, round_index: int) -> dict[str, Any] | None:
     return data
 
 
-def media_file(out_dir: str, round_index: int, name: str) -> tuple[Path, str] | None:
-    """(path, content type) of one of the round's media files, or None for any other name."""
+def media_file(out_dir: str, round_index: int, name: str, *, within: Path) -> tuple[Path, str] | None:
+    """(path, content type) of one of the round's media files, or None for any other name, or for a file that a
+    link anywhere on the way leads outside the round's folder or outside `within` (the team's runs)."""
     if not MEDIA_NAME.fullmatch(name or ""):
         return None
-    folder = round_folder(out_dir, round_index).resolve()
+    folder = round_folder(out_dir, round_index)
     path = (folder / "media" / name).resolve()
-    if not path.is_relative_to(folder) or not path.is_file():
+    if not (path.is_relative_to(folder.resolve()) and path.is_relative_to(within)) or not path.is_file():
         return None
     return path, MEDIA_TYPES[name.rsplit(".", 1)[1]]
 

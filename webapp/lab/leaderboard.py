@@ -367,7 +367,9 @@ def _pins(team: Team, rows: dict[str, Row], columns: list[Column]) -> dict[str, 
     for column in columns:
         filled = [row for row in rows.values() if row.cells.get(column) and row.cells[column].n]
         pick = next((r for r in filled if r.key == chosen.get(column.key)), None)
-        pick = pick or next((r for r in filled if r.kind == "baseline" and r.label.startswith("random")), None)
+        randoms = sorted((r for r in filled if r.kind == "baseline" and r.label.startswith("random")),
+                         key=lambda r: (r.label, r.key))  # the same pick on every read
+        pick = pick or (randoms[0] if randoms else None)
         if pick is not None:
             pins[column.key] = pick.key
     return pins
@@ -474,9 +476,9 @@ def to_csv(board: Board) -> str:
 
 def to_markdown(board: Board) -> str:
     header, body = export_table(board)
-    escape = (lambda text: text.replace("|", "\\|"))
-    lines = ["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(escape, row)) + " |" for row in body]
+    cell = (lambda text: escape(text, quote=False).replace("|", "\\|").replace("\n", " "))
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 

@@ -862,11 +862,12 @@ def waiting_reason(job: Job) -> str:
         return ""
     if settings.LAB_ENQUEUE != "none" and job.message_sent_at is None:
         return "not sent yet: the message broker did not answer; it is sent again when it does"
+    since = job.queued_at or job.created_at  # rows queued before queued_at existed have none
     queued = Job.objects.filter(status=Job.Status.QUEUED).exclude(pk=job.pk).values_list(
         "priority", "queued_at", "resources", "pk")
     ahead = sum(1 for priority, queued_at, resources, pk in queued
                 if Job(resources=resources).queue_name == job.queue_name
-                and (priority, queued_at or job.queued_at, pk) < (job.priority, job.queued_at, job.pk))
+                and (priority, queued_at or since, pk) < (job.priority, since, job.pk))
     position = f"{ahead} job{'s' if ahead != 1 else ''} ahead of it on queue {job.queue_name}"
     serving = live_queues()
     if serving is not None and job.queue_name not in serving:
@@ -875,18 +876,28 @@ def waiting_reason(job: Job) -> str:
     return position
 
 
+LIVE_QUEUES_KEY = "lab:live-queues"
+
+
 def live_queues() -> set[str] | None:
     """The queues some running worker consumes now, as workers announce them in the broker (workers/presence.py);
     None when that cannot be read (no broker, LAB_ENQUEUE=none)."""
     if settings.LAB_ENQUEUE == "none":
         return None
+    from django.core.cache import cache
+
+    served = cache.get(LIVE_QUEUES_KEY)
+    if served is not None:
+        return set(served)
     try:
         from workers.presence import served_queues
 
-        return served_queues()
+        served = served_queues()
     except Exception:  # an unreachable broker: say nothing about workers rather than something wrong
         log.info("could not read which queues workers serve", exc_info=True)
         return None
+    cache.set(LIVE_QUEUES_KEY, sorted(served), 5)  # job pages poll; the broker is asked once per 5 s at most
+    return served
 
 
 # -- datasets ----------------------------------------------------------------------------------------------------
@@ -1041,7 +1052,8 @@ def pin_baseline(team: Team, *, column: str, row: str) -> None:
     pins are the team's; the page shows every cell's delta to its column's pin."""
     if not isinstance(column, str) or not column or len(column) > 400 or "\x00" in column:
         raise LabError({"column": ["no such leaderboard column"]})
-    if row and not (isinstance(row, str) and Job.objects.filter(team=team, board_row=row).exists()):
+    if row and not (isinstance(row, str) and len(row) <= 80 and "\x00" not in row
+                    and Job.objects.filter(team=team, board_row=row).exists()):
         raise LabError({"row": ["no such leaderboard row in this team"]})
     with transaction.atomic():
         locked = Team.objects.select_for_update().get(pk=team.pk)
@@ -1060,10 +1072,14 @@ def reevaluate_stale(user, team: Team, column) -> list[Job]:
     resources. LabError when the column is not stale."""
     if not column.stale:
         raise LabError({"column": [f"{column.title} is under the latest version of its protocol"]})
+    stale = leaderboard.stale_evaluations(team, column)
+    if len(stale) > settings.LAB_MAX_GRID:
+        raise LabError({"column": [f"{len(stale)} re-evaluations is more than LAB_MAX_GRID={settings.LAB_MAX_GRID}"]})
     created = []
-    for old in leaderboard.stale_evaluations(team, column):
-        cfg = {k: v for k, v in old.config.items() if k not in ("run_name", "pretrain_run_id")}
-        parent = old.parent if old.parent and old.parent.status == Job.Status.SUCCEEDED else None
-        created += submit_jobs(user, team, Job.Kind.EVALUATE, [{**cfg, "version": 0}], dataset=old.dataset,
-                               parent=parent, priority=old.priority, resources=old.resources)
+    with transaction.atomic():  # all of them or, if one is refused, none
+        for old in stale:
+            cfg = {k: v for k, v in old.config.items() if k not in ("run_name", "pretrain_run_id")}
+            parent = old.parent if old.parent and old.parent.status == Job.Status.SUCCEEDED else None
+            created += submit_jobs(user, team, Job.Kind.EVALUATE, [{**cfg, "version": 0}], dataset=old.dataset,
+                                   parent=parent, priority=old.priority, resources=old.resources)
     return created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
@@ -167,12 +168,16 @@ def job_gallery(request: HttpRequest, pk: int) -> HttpResponse:
     shown = []
     for round_index in chosen["rounds"]:
         data = gallery.load(job.out_dir, round_index)
-        if data is not None:
-            spaces = list(data["spaces"])
-            space = chosen["space"] if chosen["space"] in spaces else (spaces[0] if spaces else "")
+        if data is None:
+            continue
+        spaces = list(data["spaces"])
+        space = chosen["space"] if chosen["space"] in spaces else (spaces[0] if spaces else "")
+        try:
             shown.append({"round": round_index, "data": data, "space": space, "spaces": spaces,
                           "clusters": gallery.clusters(data, space, sort=chosen["sort"], view=chosen["view"]),
                           "map": gallery.map_svg(data, space, colour_by=chosen["colour"])})
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError, IndexError):
+            log.warning("job %s: gallery round %s is damaged; not shown", job.pk, round_index)
     return render(request, "lab/gallery.html", {"job": job, "available": available, "shown": shown, **chosen,
                                                 "sorts": gallery.SORTS, "views": gallery.VIEWS})
 
@@ -197,7 +202,8 @@ def job_gallery_media(request: HttpRequest, pk: int, round_index: int, name: str
     """One frame strip or sound excerpt of a gallery, to members of the job's team only (another team's job is a
     404, as everywhere)."""
     job = selectors.get_job(request.user, pk)
-    found = gallery.media_file(job.out_dir, round_index, name)
+    found = gallery.media_file(job.out_dir, round_index, name,
+                               within=Path(settings.LAB_RUNS_DIR).resolve() / job.team.slug)
     if found is None:
         raise Http404("no such gallery file")
     path, content_type = found
@@ -287,7 +293,12 @@ def leaderboard_export(request: HttpRequest, fmt: str) -> HttpResponse:
 @require_POST
 def leaderboard_pin(request: HttpRequest) -> HttpResponse:
     team = selectors.current_team(request)
+    if team is None:
+        raise Http404("you are in no team")
+    columns = {c.key for c in board_module.build(team, page_rows=None).columns}
     try:
+        if request.POST.get("column", "") not in columns:
+            raise services.LabError({"column": ["no such leaderboard column"]})
         services.pin_baseline(team, column=request.POST.get("column", ""), row=request.POST.get("row", ""))
     except services.LabError as exc:
         messages.error(request, " ".join(sum(exc.errors.values(), [])))
@@ -298,6 +309,8 @@ def leaderboard_pin(request: HttpRequest) -> HttpResponse:
 def leaderboard_reevaluate(request: HttpRequest) -> HttpResponse:
     """Queue the re-evaluations of a stale column under its protocol's latest version."""
     team = selectors.current_team(request)
+    if team is None:
+        raise Http404("you are in no team")
     board = board_module.build(team, page_rows=None)
     column = next((c for c in board.columns if c.key == request.POST.get("column")), None)
     try:
