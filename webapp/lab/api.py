@@ -124,9 +124,9 @@ def jobs(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _submit(request)
     params = request.GET
-    found = selectors.filter_jobs(selectors.visible_jobs(request.api_user), status=params.get("status", ""),
-                                  variant=params.get("variant", ""), user=params.get("user", ""),
-                                  kind=params.get("kind", ""), ids=selectors.parse_ids([params.get("ids", "")]))
+    found = selectors.filter_jobs(selectors.visible_jobs(request.api_user),
+                                  ids=selectors.parse_ids([params.get("ids", "")]),
+                                  **{name: params.get(name, "")[:400] for name in selectors.JOB_FILTERS})
     full = params.get("full") == "1"
     return JsonResponse({"jobs": [job_json(job, full=full) for job in found[:MAX_JOBS]]})
 

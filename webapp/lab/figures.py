@@ -23,7 +23,7 @@ def per_class_svg(per_class: dict[str, float], *, width: int = 520) -> SafeStrin
     bar_w = width - label_w - 60
     parts = [f'<svg class="figure" data-testid="per-class" viewBox="0 0 {width} {height}" width="{width}" '
              f'role="img" aria-label="per-class accuracy">',
-             f'<text x="0" y="12" class="chart-title">per-class accuracy (worst first)</text>']
+             '<text x="0" y="12" class="chart-title">per-class accuracy (worst first)</text>']
     for index, (name, value) in enumerate(rows):
         y = 22 + index * line
         parts.append(f'<text x="{label_w - 6}" y="{y + 11}" text-anchor="end" class="tick" fill="#1f2937">'

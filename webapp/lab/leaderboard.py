@@ -189,9 +189,9 @@ class Cell:
     pending: int = 0
     delta: float | None = None
 
-    def add(self, n: int, total: float, squares: float, best: float | None) -> None:
+    def add(self, n: int, total: float, squares: float, best: float) -> None:
         self.n, self.total, self.squares = self.n + n, self.total + total, self.squares + squares
-        self.best = best if self.best is None else max(self.best, best if best is not None else self.best)
+        self.best = best if self.best is None else max(self.best, best)
 
     @property
     def mean(self) -> float | None:
@@ -260,8 +260,8 @@ def build(team: Team, *, variant: str = "", dataset: int | None = None, sort: st
     `page_rows` (None: all, for exports), with deltas to each column's pinned baseline."""
     allowed = _allowed_rows(team, variant, dataset)
     rows = _rows(team, allowed)
-    _fill_results(team, rows, allowed)
-    _fill_pending(team, rows, allowed)
+    _fill_results(team, rows)
+    _fill_pending(team, rows)
     columns = sorted({column for row in rows.values() for column in row.cells})
     pins = _pins(team, rows, columns)
     _deltas(rows, pins)
@@ -306,7 +306,7 @@ def _rows(team: Team, allowed: set[str] | None) -> dict[str, Row]:
     return rows
 
 
-def _fill_results(team: Team, rows: dict[str, Row], allowed: set[str] | None) -> None:
+def _fill_results(team: Team, rows: dict[str, Row]) -> None:
     """One grouped query: n, sum, sum of squares and best per (row, column, version, split); a row's splits then
     make its column's split set. Tuples, not dicts, and one Column object per distinct column: the board of a
     large team loops over tens of thousands of groups."""
@@ -335,7 +335,7 @@ def _split_order(split: str) -> tuple[int, str]:
     return (int(split), "") if split.isdigit() else (1 << 30, split)
 
 
-def _fill_pending(team: Team, rows: dict[str, Row], allowed: set[str] | None) -> None:
+def _fill_pending(team: Team, rows: dict[str, Row]) -> None:
     """Evaluations queued or running, and those an active pretraining queues when it succeeds, in the column they
     will fill: the row's column of that name and version if it has one, else one of their own split."""
     active = Job.objects.filter(team=team, status__in=Job.ACTIVE)
@@ -379,12 +379,8 @@ def _deltas(rows: dict[str, Row], pins: dict[str, str]) -> None:
     for row in rows.values():
         for column, cell in row.cells.items():
             pinned = rows[pins[column.key]].cells[column] if column.key in pins else None
-            if cell.n and pinned is not None and row.key != pinned_key(pins, column):
+            if cell.n and pinned is not None and row.key != pins[column.key]:
                 cell.delta = cell.mean - pinned.mean
-
-
-def pinned_key(pins: dict[str, str], column: Column) -> str:
-    return pins.get(column.key, "")
 
 
 def _sorted(rows: list[Row], column: Column | None) -> list[Row]:
@@ -436,7 +432,8 @@ def reference_benchmarks() -> list[str]:
 
 def reference_table() -> list[tuple[dict[str, Any], list[float | None]]]:
     """Each published result with its top-1 per benchmark of `reference_benchmarks()`, for the page."""
-    return [(ref, [ref["top1"].get(b) for b in reference_benchmarks()]) for ref in references()]
+    benchmarks = reference_benchmarks()
+    return [(ref, [ref["top1"].get(b) for b in benchmarks]) for ref in references()]
 
 
 # -- exports -----------------------------------------------------------------------------------------------------

@@ -70,27 +70,16 @@ def get_dataset(user, pk: int) -> Dataset:
     return dataset
 
 
-def filter_jobs(jobs: QuerySet[Job], *, status: str = "", variant: str = "", user: str = "", kind: str = "",
-                name: str = "", row: str = "", column: str = "", ids: list[int] | None = None) -> QuerySet[Job]:
-    """`name` is a job's name or a sweep's (the jobs of one grid); `row` and `column` a leaderboard row key and
-    column name: the jobs behind a row or a cell."""
-    if any("\x00" in value for value in (status, variant, user, kind, name, row, column)):
-        return jobs.none()  # no stored name holds a NUL, and PostgreSQL refuses one in a query
-    if status:
-        jobs = jobs.filter(status=status)
-    if variant:
-        jobs = jobs.filter(variant=variant)
-    if user:
-        jobs = jobs.filter(creator__username=user)
-    if kind:
-        jobs = jobs.filter(kind=kind)
-    if name:
-        jobs = jobs.filter(name=name)
-    if row:
-        jobs = jobs.filter(board_row=row)
-    if column:
-        jobs = jobs.filter(board_column=column)
-    if ids:
-        jobs = jobs.filter(pk__in=ids)
-    return jobs
+# The jobs list's filters and the column each one matches: `name` is a job's name or a sweep's (the jobs of one
+# grid); `row` and `column` a leaderboard row key and column name (the jobs behind a row or a cell).
+JOB_FILTERS = {"status": "status", "variant": "variant", "user": "creator__username", "kind": "kind", "name": "name",
+               "row": "board_row", "column": "board_column"}
 
+
+def filter_jobs(jobs: QuerySet[Job], *, ids: list[int] | None = None, **filters: str) -> QuerySet[Job]:
+    """The jobs matching every non-empty filter of JOB_FILTERS (and `ids`)."""
+    chosen = {JOB_FILTERS[name]: value for name, value in filters.items() if value}
+    if any("\x00" in value for value in chosen.values()):
+        return jobs.none()  # no stored name holds a NUL, and PostgreSQL refuses one in a query
+    jobs = jobs.filter(**chosen)
+    return jobs.filter(pk__in=ids) if ids else jobs

@@ -69,8 +69,7 @@ def switch_team(request: HttpRequest) -> HttpResponse:
 def job_list(request: HttpRequest) -> HttpResponse:
     from xdc.variants import VARIANTS
 
-    filters = {k: request.GET.get(k, "")[:400] for k in ("status", "variant", "user", "kind", "name", "row",
-                                                          "column")}
+    filters = {k: request.GET.get(k, "")[:400] for k in selectors.JOB_FILTERS}
     jobs = selectors.filter_jobs(selectors.visible_jobs(request.user).select_related("result"), **filters)[:300]
     users = sorted(set(selectors.visible_jobs(request.user).exclude(creator=None)
                        .values_list("creator__username", flat=True)))
