@@ -7,18 +7,23 @@ preset (whose inputs are the pretraining's): video linear probe on the UCF101 sp
 fold 1. The report gives mean ± std over seeds, the
 share of the random → supervised gap each variant closes, and the last round's cluster diagnostics (NMI of the
 video, audio and joint clusters with the class and with each known nuisance), so a number comes with its why.
+Each unit records where it ran (CPU threads or GPU and precision) and a digest of the set's files, and the report
+says when it pools units of different platforms or of different generations of a set: such numbers differ by
+more than seeds do, so a grid finished on another machine is labelled, not silently averaged.
 
 Everything is resumable: a finished pretraining or evaluation is read back, not redone. A benchmark, not a test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,8 @@ class Run:
     svm: float
     seconds: float
     diagnostics: dict[str, float]
+    platform: str = ""  # where it ran: "cpu, 2 threads, fp32" or "<GPU name>, bf16" ("" for units measured before)
+    data: str = ""  # digest of the set's files it was measured on
 
 
 def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: list[int], preset: str = "small",
@@ -62,12 +69,14 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
     _check(sets, variants, seeds, preset)
     if not 1 <= jobs <= 64:
         raise ConfigError(f"--jobs must be between 1 and 64, got {jobs}")
+    digests = {}
     for name in sets:
         if not (out / name / "data" / "labels.csv").exists():
             log(f"{name}: generating {videos} videos")
             SETS[name](out / name / "data", videos)
+        digests[name] = set_digest(out / name / "data")
     # Seed by seed across the sets, so a comparison stopped early still has every set at its first seeds.
-    units = [(out / name, out / name / "data", name, variant, seed, preset, overrides or [])
+    units = [(out / name, out / name / "data", digests[name], name, variant, seed, preset, overrides or [])
              for seed in seeds for name in sets for variant in [*variants, "random"]]
     if jobs == 1:
         runs: list[Run] = []
@@ -113,8 +122,32 @@ def _check(sets: list[str], variants: list[str], seeds: list[int], preset: str) 
         raise ConfigError("give at least one seed")
 
 
-def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, preset: str, overrides: list[str],
-             log: Callable[[str], None]) -> Run:
+def set_digest(data: Path) -> str:
+    """A short digest of every file of a generated set (names and bytes): two machines whose renderers or libraries
+    differ generate different sets from the same seed, and their numbers are not one experiment's."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(data)).encode() + b"\0")
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def platform(device_name: str, precision: str) -> str:
+    """Where a unit runs, as the report names it: the kernels, thread count and precision all move the numbers."""
+    import torch
+
+    from xdc.train import resolve_device, uses_bf16
+
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {'bf16' if uses_bf16(device, precision) else 'fp32'}"
+    return f"cpu, {torch.get_num_threads()} threads, fp32"
+
+
+def _measure(folder: Path, data: Path, data_digest: str, name: str, encoder: str, seed: int, preset: str,
+             overrides: list[str], log: Callable[[str], None]) -> Run:
     from xdc.train import pretrain
 
     done = folder / "measured" / f"{encoder}-seed{seed}.json"  # the unit a rerun reads back, wall time included
@@ -143,7 +176,7 @@ def _measure(folder: Path, data: Path, name: str, encoder: str, seed: int, prese
         scores[protocol] = _evaluate(checkpoint, benchmark, data / tree, protocol, preset, seed,
                                      cfg.model.video_width, folder / "eval" / f"{encoder}-seed{seed}-{protocol}")
     run = Run(name, encoder, seed, scores["linear"], scores["svm"], round(time.monotonic() - started, 1),
-              diagnostics)
+              diagnostics, platform(cfg.device, cfg.precision), data_digest)
     log(f"{name}: {encoder} seed {seed}: linear {run.linear:.3f}, svm {run.svm:.3f} ({run.seconds:.0f} s)")
     done.parent.mkdir(parents=True, exist_ok=True)
     partial = done.with_suffix(".partial")
@@ -186,9 +219,14 @@ def report(runs: list[Run]) -> str:
     lines = ["# XDC Lab comparison", ""]
     for name in dict.fromkeys(run.set for run in runs):
         mine = [run for run in runs if run.set == name]
-        lines += [f"## {name}", "", "| encoder | seeds | video linear top-1 | gap closed | audio SVM top-1 | "
-                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {name}", ""]
+        generations = _tally(run.data for run in mine)
+        if len(generations) > 1:
+            lines += [f"**Pooled over {len(generations)} generations of this set** ({_counted(generations)}): their "
+                      "rows mix numbers measured on different files.", ""]
+        lines += ["| encoder | seeds | video linear top-1 | gap closed | audio SVM top-1 | "
+                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes | ran on |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         random_linear = _mean([r.linear for r in mine if r.encoder == "random"])
         supervised_linear = _mean([r.linear for r in mine if r.encoder == "supervised"])
         for encoder in dict.fromkeys(run.encoder for run in mine):
@@ -199,7 +237,8 @@ def report(runs: list[Run]) -> str:
                 gap = f"{100 * (_mean(linear) - random_linear) / (supervised_linear - random_linear):.0f} %"
             lines.append(f"| {encoder} | {len(group)} | {_mean_std(linear)} | {gap} | "
                          f"{_mean_std([r.svm for r in group])} | {_follows(group, 'video')} | "
-                         f"{_follows(group, 'audio')} | {sum(r.seconds for r in group) / 60:.1f} |")
+                         f"{_follows(group, 'audio')} | {sum(r.seconds for r in group) / 60:.1f} | "
+                         f"{_counted(_tally(r.platform for r in group))} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -217,6 +256,17 @@ def _follows(group: list[Run], space: str) -> str:
     top = sorted(means.items(), key=lambda item: -item[1])[:2]
     parts = ([f"class {labels:.2f}"] if labels is not None else []) + [f"{k} {v:.2f}" for k, v in top]
     return ", ".join(parts)
+
+
+def _tally(values: Iterable[str]) -> Counter[str]:
+    return Counter(value or "not recorded" for value in values)
+
+
+def _counted(counts: Counter[str]) -> str:
+    """'a' when every unit says a, else 'a (2); b (1)': a group measured in more than one place says so."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{value} ({count})" for value, count in counts.items())
 
 
 def _mean(values: list[float]) -> float | None:

@@ -91,6 +91,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast on CUDA unless fp32 is asked for; CPUs train in fp32."""
+    return device.type == "cuda" and precision in ("auto", "bf16")
+
+
 class _Pretraining:
     def __init__(self, cfg: PretrainConfig, tracker: Tracker, out_dir: Path, group: Dist, device: torch.device,
                  on_progress: ProgressFn | None, should_stop: Callable[[], bool] | None):
@@ -98,7 +103,7 @@ class _Pretraining:
         self.on_progress = on_progress or (lambda fraction, eta, stage: None)
         self.should_stop = should_stop or (lambda: False)
         self.variant = VARIANTS[cfg.variant]
-        self.bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
+        self.bf16 = uses_bf16(device, cfg.precision)
         self.position = {"round": 0, "epoch": 0, "step": 0, "global_step": 0}
         self.assignments: dict[str, np.ndarray] = {}
         self.previous: dict[str, np.ndarray] = {}

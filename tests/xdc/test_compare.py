@@ -4,12 +4,14 @@ import json
 
 import pytest
 
-from xdc.compare import Run, report, run_comparison
+from xdc.compare import Run, platform, report, run_comparison, set_digest
 from xdc.errors import ConfigError
 
+CPU = "cpu, 2 threads, fp32"
 
-def run(encoder, seed, linear, svm, **diagnostics):
-    return Run("spoken-digits", encoder, seed, linear, svm, 60.0, diagnostics)
+
+def run(encoder, seed, linear, svm, where=CPU, data="a1b2c3", **diagnostics):
+    return Run("spoken-digits", encoder, seed, linear, svm, 60.0, diagnostics, where, data)
 
 
 def test_the_report_gives_mean_std_gap_closed_and_what_the_clusters_follow():
@@ -24,7 +26,40 @@ def test_the_report_gives_mean_std_gap_closed_and_what_the_clusters_follow():
     assert cells[:5] == ["xdc", "2", "0.600 ± 0.141", "62 %", "0.700 ± 0.141"]  # (0.6 - 0.1) / (0.9 - 0.1)
     assert cells[5] == "class 0.40, ink 0.20, speaker 0.20"  # the two factors followed most, means over seeds
     assert cells[6] == "class 0.30"
+    assert cells[8] == CPU
     assert "| random | 2 | 0.100 ± 0.000 | 0 % |" in text
+    assert "generations" not in text
+
+
+def test_the_report_says_when_a_row_pools_platforms_or_generations_of_a_set():
+    runs = [run("xdc", 0, 0.5, 0.6), run("xdc", 1, 0.7, 0.8, where="NVIDIA H200, bf16"),
+            run("xdc", 2, 0.6, 0.7, data="ffff00"), run("random", 0, 0.1, 0.5, where="")]
+    text = report(runs)
+    xdc_row = next(line for line in text.splitlines() if line.startswith("| xdc "))
+    assert xdc_row.endswith(f"| {CPU} (2); NVIDIA H200, bf16 (1) |")
+    assert next(line for line in text.splitlines() if line.startswith("| random ")).endswith("| not recorded |")
+    assert "**Pooled over 2 generations of this set** (a1b2c3 (3); ffff00 (1))" in text
+
+
+def test_the_platform_names_the_cpu_threads_it_ran_with():
+    import torch
+
+    assert platform("cpu", "auto") == f"cpu, {torch.get_num_threads()} threads, fp32"
+
+
+def test_the_set_digest_follows_every_file_name_and_byte(tmp_path):
+    def make(folder, files):
+        for name, data in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        return set_digest(folder)
+
+    files = {"labels.csv": b"path,label\n", "videos/a.mp4": b"\x00" * 3000, "ucf101/b.avi": b"xyz"}
+    first = make(tmp_path / "one", files)
+    assert make(tmp_path / "two", dict(reversed(files.items()))) == first  # the order files were written in
+    assert make(tmp_path / "three", files | {"ucf101/b.avi": b"xyZ"}) != first
+    assert make(tmp_path / "four", {"labels.csv": files["labels.csv"], "videos/a2.mp4": files["videos/a.mp4"],
+                                    "ucf101/b.avi": b"xyz"}) != first
 
 
 @pytest.mark.parametrize("kwargs,message", [
