@@ -276,3 +276,21 @@ class TestThePage:
         assert page.count('data-testid="job-row"') == 1 and "random init · width 64" in page
         empty = client_a.get("/jobs/", {"row": "nothing"}).content.decode()
         assert "No jobs match these filters" in empty
+
+    def test_a_cells_n_link_lists_exactly_the_jobs_it_counts(self, client_a, alice, team_a, dataset_a):
+        import html
+        import re
+
+        job = pretrained(alice, team_a, dataset_a)
+        evaluate(alice, team_a, dataset_a, 0.3, parent=job)
+        evaluate(alice, team_a, dataset_a, 0.4, parent=job, seed=1)
+        evaluate(alice, team_a, dataset_a, 0.9, parent=job, seed=4, record=eval_record(top1=0.9, version=2))
+        evaluate(alice, team_a, dataset_a, None, parent=job, seed=5)  # queued: pending, not counted
+        page = client_a.get("/leaderboard/").content.decode()
+        links = dict((int(n), html.unescape(url)) for url, n in re.findall(r'href="(/jobs/\?team=[^"]+)">n=(\d+)<', page))
+        assert set(links) == {1, 2}  # version 1 (two seeds) and version 2 (one) of the same column name
+        assert all(url.startswith(f"/jobs/?team={team_a.slug}&row=") for url in links.values())
+        for n, url in links.items():
+            listed = client_a.get(url).content.decode()
+            assert listed.count('data-testid="job-row"') == n, url
+        assert " v2 in row" in client_a.get(links[1]).content.decode()

@@ -232,7 +232,8 @@ class Board:
         return [(row, [(column, row.cells.get(column)) for column in self.columns]) for row in self.rows]
 
     def rendered(self, jobs_url: str) -> list[tuple[Row, list[SafeString]]]:
-        """This page's rows with their cells as HTML (`cell_html`)."""
+        """This page's rows with their cells as HTML (`cell_html`); `jobs_url` is the jobs list of the board's team
+        (a query string of its own, to which a cell adds its row, column and version)."""
         return [(row, [cell_html(row.cells.get(column), row, column, jobs_url) for column in self.columns])
                 for row in self.rows]
 
@@ -402,8 +403,9 @@ def cell_html(cell: Cell | None, row: Row, column: Column, jobs_url: str) -> Saf
     parts = [f'<td data-testid="leaderboard-cell" data-mean="{mean}" data-n="{cell.n}" data-pending="{cell.pending}">']
     if cell.n:
         spread = f" ± {cell.std:.3f}" if cell.n > 1 else ""
-        parts.append(f'<strong>{cell.mean:.3f}</strong>{spread} <a class="small" href="{escape(jobs_url)}?row='
-                     f'{quote(row.key, safe=":")}&amp;column={column.quoted}">n={cell.n}</a>')
+        parts.append(f'<strong>{cell.mean:.3f}</strong>{spread} <a class="small" href="{escape(jobs_url)}&amp;row='
+                     f'{quote(row.key, safe=":")}&amp;column={column.quoted}&amp;version={quote(column.version, safe="")}'
+                     f'&amp;status=succeeded">n={cell.n}</a>')
         if cell.n > 1:
             parts.append(f'<div class="small muted">best {cell.best:.3f}</div>')
         if cell.delta is not None:

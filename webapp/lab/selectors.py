@@ -73,7 +73,8 @@ def get_dataset(user, pk: int) -> Dataset:
 # The jobs list's filters and the column each one matches: `name` is a job's name or a sweep's (the jobs of one
 # grid); `row` and `column` a leaderboard row key and column name (the jobs behind a row or a cell).
 JOB_FILTERS = {"status": "status", "variant": "variant", "user": "creator__username", "kind": "kind", "name": "name",
-               "row": "board_row", "column": "board_column"}
+               "row": "board_row", "column": "board_column", "version": "result__protocol_version",
+               "team": "team__slug"}
 
 
 def filter_jobs(jobs: QuerySet[Job], *, ids: list[int] | None = None, **filters: str) -> QuerySet[Job]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
@@ -269,11 +270,12 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
     query = board_module.query_from(request.GET)
     board = board_module.build(team, **query) if team else None
     jobs_url = reverse("lab:job_list")
+    team_jobs = f"{jobs_url}?team={quote(team.slug)}" if team else jobs_url  # a cell counts its board's team only
     return render(request, "lab/leaderboard.html", {
-        "board": board, "rendered": board.rendered(jobs_url) if board else [], "team": team, "variants": list(VARIANTS),
+        "board": board, "rendered": board.rendered(team_jobs) if board else [], "team": team, "variants": list(VARIANTS),
         "datasets": team.datasets.all() if team else [], "query": query, "references": board_module.reference_table(),
         "reference_benchmarks": board_module.reference_benchmarks(), "exports": list(board_module.EXPORTS),
-        "filters": request.GET.urlencode(), "jobs_url": jobs_url})
+        "filters": request.GET.urlencode(), "jobs_url": jobs_url, "team_jobs": team_jobs})
 
 
 @require_GET
