@@ -120,6 +120,10 @@ class TestRowsAndColumns:
         assert [r.cells[column].mean for r in board.rows] == [pytest.approx(0.9), pytest.approx(0.5)]
         assert board.pages == 2 and leaderboard.build(team_a, sort=column.key, page_rows=2, page=2).rows[0].cells[
             column].mean == pytest.approx(0.2)
+        # Any row can be pinned from any page, not only the rows the page shows.
+        assert [key for key, _ in board.pin_choices] == [row.key for row in leaderboard.build(
+            team_a, sort=column.key, page_rows=None).rows]
+        assert len(board.pin_choices) == 3
 
 
 class TestPins:

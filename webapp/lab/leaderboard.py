@@ -227,6 +227,7 @@ class Board:
     pages: int = 1
     pins: dict[str, str] = field(default_factory=dict)  # column key -> pinned row key
     pin_labels: dict[str, str] = field(default_factory=dict)
+    pin_choices: list[tuple[str, str]] = field(default_factory=list)  # (key, label) of every row, all pages
 
     def matrix(self) -> list[tuple[Row, list[tuple[Column, Cell | None]]]]:
         return [(row, [(column, row.cells.get(column)) for column in self.columns]) for row in self.rows]
@@ -271,7 +272,8 @@ def build(team: Team, *, variant: str = "", dataset: int | None = None, sort: st
     pages = max(1, math.ceil(len(ordered) / size))
     page = min(max(page, 1), pages)
     return Board(columns=columns, rows=ordered[(page - 1) * size:page * size], total_rows=len(ordered), page=page,
-                 pages=pages, pins=pins, pin_labels={k: rows[v].label for k, v in pins.items()})
+                 pages=pages, pins=pins, pin_labels={k: rows[v].label for k, v in pins.items()},
+                 pin_choices=[(row.key, row.label) for row in ordered])
 
 
 def _allowed_rows(team: Team, variant: str, dataset: int | None) -> set[str] | None:
