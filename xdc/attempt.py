@@ -315,8 +315,10 @@ class Narrator:
         self.inner.log_metrics(metrics, step=step)
         if "data/usable" in metrics:
             log.info("%s", data_line(metrics))
-        if any(key.startswith("cluster/") for key in metrics):
+        if any(key.startswith("cluster/nonempty_") for key in metrics):
             log.info("%s", round_line(metrics, step, self.rounds, self.k))
+        if any(key.startswith("cluster/fit_") for key in metrics):
+            log.info("%s", fit_line(metrics, step, self.rounds))
         if "train/epoch_clips_per_s" in metrics:
             left = f", about {duration(self.eta)} left" if self.eta else ""
             log.info("%s: epoch done, %.1f clips/s%s", self.stage or f"step {step}",
@@ -362,6 +364,14 @@ def round_line(metrics: dict[str, float], round_index: int, rounds: int, k: dict
     line += f"; NMI {', '.join(pairs)}" if pairs else ""
     failed = int(found.get("extract_failed", 0))
     return line + (f"; {failed} videos gave no features" if failed else "")
+
+
+def fit_line(metrics: dict[str, float], round_index: int, rounds: int) -> str:
+    """'round 2/4 fit of the targets (top-1, last epoch): video←audio 0.31, audio←video 0.58'."""
+    fits = sorted((key.removeprefix("cluster/fit_").replace("_from_", "←"), value)
+                  for key, value in metrics.items() if key.startswith("cluster/fit_"))
+    return (f"round {round_index + 1}/{rounds} fit of the targets (top-1, last epoch): "
+            + ", ".join(f"{name} {value:.2f}" for name, value in fits))
 
 
 def duration(seconds: float) -> str:

@@ -215,7 +215,8 @@ def _write(out: Path, runs: list[Run]) -> None:
 
 
 def report(runs: list[Run]) -> str:
-    """Markdown: per set, a row per encoder with mean ± std over seeds, the gap closed, and what clusters follow."""
+    """Markdown: per set, a row per encoder with mean ± std over seeds, the gap closed, what clusters follow and
+    how well each head fits its targets."""
     lines = ["# XDC Lab comparison", ""]
     for name in dict.fromkeys(run.set for run in runs):
         mine = [run for run in runs if run.set == name]
@@ -225,8 +226,9 @@ def report(runs: list[Run]) -> str:
             lines += [f"**Pooled over {len(generations)} generations of this set** ({_counted(generations)}): their "
                       "rows mix numbers measured on different files.", ""]
         lines += ["| encoder | seeds | video linear top-1 | gap closed | audio SVM top-1 | "
-                  "video clusters follow (NMI) | audio clusters follow (NMI) | minutes | ran on |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "video clusters follow (NMI) | audio clusters follow (NMI) | heads fit their targets | minutes | "
+                  "ran on |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         random_linear = _mean([r.linear for r in mine if r.encoder == "random"])
         supervised_linear = _mean([r.linear for r in mine if r.encoder == "supervised"])
         for encoder in dict.fromkeys(run.encoder for run in mine):
@@ -237,7 +239,7 @@ def report(runs: list[Run]) -> str:
                 gap = f"{100 * (_mean(linear) - random_linear) / (supervised_linear - random_linear):.0f} %"
             lines.append(f"| {encoder} | {len(group)} | {_mean_std(linear)} | {gap} | "
                          f"{_mean_std([r.svm for r in group])} | {_follows(group, 'video')} | "
-                         f"{_follows(group, 'audio')} | {sum(r.seconds for r in group) / 60:.1f} | "
+                         f"{_follows(group, 'audio')} | {_fits(group)} | {sum(r.seconds for r in group) / 60:.1f} | "
                          f"{_counted(_tally(r.platform for r in group))} |")
         lines.append("")
     return "\n".join(lines)
@@ -256,6 +258,17 @@ def _follows(group: list[Run], space: str) -> str:
     top = sorted(means.items(), key=lambda item: -item[1])[:2]
     parts = ([f"class {labels:.2f}"] if labels is not None else []) + [f"{k} {v:.2f}" for k, v in top]
     return ", ".join(parts)
+
+
+def _fits(group: list[Run]) -> str:
+    """Each head's training top-1 on its targets over the last round's last epoch ('video←audio 0.42'), averaged
+    over the group's seeds: whether an encoder could follow its teacher's clusters at all."""
+    values: dict[str, list[float]] = {}
+    for run in group:
+        for key, value in run.diagnostics.items():
+            if key.startswith("fit_"):
+                values.setdefault(key.removeprefix("fit_").replace("_from_", "←"), []).append(value)
+    return ", ".join(f"{name} {statistics.fmean(v):.2f}" for name, v in sorted(values.items()))
 
 
 def _tally(values: Iterable[str]) -> Counter[str]:

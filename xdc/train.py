@@ -385,7 +385,7 @@ class _Pretraining:
         loader = clip_loader(dataset, batch_size=self.cfg.batch_size, workers=self.cfg.data.num_workers,
                              pin_memory=self.device.type == "cuda")
         targets = {name: torch.as_tensor(values, device=self.device) for name, values in self.assignments.items()}
-        meter = _LossMeter(self.device)
+        meter, epoch_meter = _LossMeter(self.device), _LossMeter(self.device)
         tick = began = time.monotonic()  # the epoch's own rate counts the loader's start-up, as every epoch pays it
         clips = 0
         for batch in loader:
@@ -396,7 +396,9 @@ class _Pretraining:
                 self._log_steps(meter, tick)  # the steps since the last log point are not lost to a stop
                 raise StopRequested
             if agreed >= 2:  # BatchNorm needs two samples; a batch emptied by bad files is skipped on all ranks
-                meter.add(*self._train_step(batch, targets), batch["size"])
+                loss, values = self._train_step(batch, targets)
+                meter.add(loss, values, batch["size"])
+                epoch_meter.add(loss, values, batch["size"])
                 clips += batch["size"]
             self.position["step"] += 1
             self.position["global_step"] += 1
@@ -408,6 +410,24 @@ class _Pretraining:
             torch.cuda.synchronize(self.device)
         self.tracker.log_metrics({"train/epoch_clips_per_s": clips * self.group.world / (time.monotonic() - began)},
                                  step=self.position["global_step"])
+        if self.position["epoch"] + 1 == self.cfg.epochs_per_round:
+            self._report_fit(epoch_meter)
+
+    def _report_fit(self, meter: _LossMeter) -> None:
+        """Each head's top-1 on its targets over the round's last epoch (training clips, augmented), beside the
+        round's cluster diagnostics: `fit_video_from_audio` says whether the video encoder could follow the
+        audio clusters at all. Every rank takes part in the mean; rank 0 writes it."""
+        fits = {name: value for name, value in meter.means(self.group).items() if name.startswith("fit_")} \
+            if meter.count else {}
+        if not fits or not self.group.main:
+            return
+        round_index = self.position["round"]
+        self.round_metrics.update(fits)
+        self.tracker.log_metrics({f"cluster/{name}": value for name, value in fits.items()}, step=round_index)
+        summary = self.out_dir / "diagnostics" / f"round_{round_index:03d}.json"
+        if summary.is_file():  # a variant that clusters nothing (supervised) has no round summary to add to
+            summary.write_text(json.dumps(json.loads(summary.read_text()) | fits, indent=1, sort_keys=True))
+            self.tracker.log_artifact(summary, "diagnostics")
 
     def _train_step(self, batch: dict, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         video = normalize_video(batch["video"].to(self.device, non_blocking=True))  # B x 3 x T x S x S
@@ -426,7 +446,12 @@ class _Pretraining:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return loss.detach(), {k: v.detach() for k, v in parts.items()}
+        values = {f"loss_{name}": value.detach() for name, value in parts.items()}
+        with torch.no_grad():  # how well each encoder fits its targets: a teacher it cannot follow teaches nothing
+            for head in self.variant.heads:
+                hits = logits[head.name].argmax(dim=1) == batch_targets[head.target]
+                values[f"fit_{head.name}"] = hits.float().mean()
+        return loss.detach(), values
 
     def _log_steps(self, meter: _LossMeter, tick: float) -> None:
         if not meter.count:
@@ -505,7 +530,8 @@ class _Pretraining:
 
 
 class _LossMeter:
-    """Sums losses on the device (no host sync per step); read at log points only."""
+    """Sums the step's loss, each head's loss and fit on the device (no host sync per step); read at log points
+    and at the end of an epoch only."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -513,8 +539,8 @@ class _LossMeter:
         self.count = 0
         self.clips = 0
 
-    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], clips: int) -> None:
-        for name, value in {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}.items():
+    def add(self, loss: torch.Tensor, values: dict[str, torch.Tensor], clips: int) -> None:
+        for name, value in {"loss": loss, **values}.items():
             self.sums[name] = self.sums.get(name, torch.zeros((), device=self.device)) + value.float()
         self.count += 1
         self.clips += clips

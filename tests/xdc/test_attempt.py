@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from xdc.attempt import Narrator, data_line, round_line
+from xdc.attempt import Narrator, data_line, fit_line, round_line
 from xdc.tracking import NullTracker
 
 
@@ -18,6 +18,15 @@ def test_a_rounds_line_says_how_the_clusters_are_used_and_what_they_follow():
 
     assert line == ("round 2/4 clusters: video 15/16 used (largest 9%, NMI with labels 0.10, with last round 0.62), "
                     "audio 16/16 used (largest 8%); NMI video-audio 0.41; 2 videos gave no features")
+
+
+def test_a_rounds_fit_line_says_how_well_each_encoder_followed_its_targets(caplog):
+    metrics = {"cluster/fit_video_from_audio": 0.312, "cluster/fit_audio_from_video": 0.58}
+    assert fit_line(metrics, 1, 4) == ("round 2/4 fit of the targets (top-1, last epoch): audio←video 0.58, "
+                                       "video←audio 0.31")
+    with caplog.at_level(logging.INFO, logger="xdc.attempt"):
+        Narrator(NullTracker(), {"rounds": 4}).log_metrics(metrics, step=1)
+    assert [record.getMessage() for record in caplog.records] == [fit_line(metrics, 1, 4)]  # no clusters line
 
 
 def test_the_data_line_counts_the_skipped_files_by_reason():

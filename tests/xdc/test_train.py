@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def test_tiny_pretraining_writes_checkpoints_and_round_metrics(synthetic_root, t
     assert [step for step, _ in tracker.metrics["cluster/stability_video"]] == [1]
     assert "cluster/nmi_labels_video" in tracker.metrics  # the generated set has labels.csv
     assert tracker.metrics["train/loss"] and tracker.params["cluster.k_video"] == "4"
+    # Each head's fit of its targets: per log point while training, and per round over the round's last epoch,
+    # in the round's summary too.
+    fits = tracker.metrics["cluster/fit_video_from_audio"]
+    assert [step for step, _ in fits] == [0, 1] and all(0 <= value <= 1 for _, value in fits)
+    assert tracker.metrics["train/fit_audio_from_video"]
+    summary = json.loads((tmp_path / "run" / "diagnostics" / "round_001.json").read_text())
+    assert summary["fit_video_from_audio"] == fits[1][1] and "nmi_video_audio" in summary
+    assert result.round_metrics["fit_audio_from_video"] == summary["fit_audio_from_video"]
     assert {"diagnostics/round_000.png", "assignments/round_001.csv", "data/skipped_files.tsv",
             "checkpoints/final.pt"} <= set(tracker.artifacts)
 
@@ -61,6 +70,7 @@ def test_every_variant_trains_to_the_end(synthetic_root, tmp_path, variant):
     assert result.final_checkpoint is not None and tracker.status == "FINISHED"
     heads = {"sdc": 2, "mdc": 4, "cdc": 2, "supervised": 2}[variant]
     assert len([k for k in tracker.metrics if k.startswith("train/loss_")]) == heads
+    assert len([k for k in tracker.metrics if k.startswith("cluster/fit_")]) == heads
 
 
 def test_stop_after_first_epoch_then_rerun_continues_in_the_same_mlflow_run(synthetic_root, tmp_path,
