@@ -530,8 +530,8 @@ def bench_end_to_end(cfg: PretrainConfig, device: torch.device, workdir: Path, *
 
 
 class ClockedTracker(NullTracker):
-    """A NullTracker that notes when each artifact, each round's start (`train/round`) and the run's end were
-    logged: marks to time the trainer's phases by, from outside it."""
+    """A NullTracker that notes when each artifact was first logged, each round's start (`train/round`) and the
+    run's end: marks to time the trainer's phases by, from outside it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -544,7 +544,8 @@ class ClockedTracker(NullTracker):
 
     def log_artifact(self, path: Path, artifact_path: str = "") -> None:
         super().log_artifact(path, artifact_path)
-        self.clock[self.artifacts[-1]] = time.perf_counter()
+        # The first time: a round's diagnostics JSON is logged again with its heads' fit once the round trained.
+        self.clock.setdefault(self.artifacts[-1], time.perf_counter())
 
     def finish(self, status: str, *, error: str = "") -> None:
         super().finish(status, error=error)

@@ -57,3 +57,20 @@ def test_it_refuses_an_unknown_device_before_writing_anything(tmp_path):
                                           ("NVIDIA A10", 125.0), ("NVIDIA GeForce GTX 1080", None)])
 def test_mfu_divides_by_the_peak_of_the_device_named(name, tflops):
     assert bf16_peak_flops(name) == (tflops * 1e12 if tflops else None)
+
+
+def test_the_gallery_is_timed_from_the_first_logging_of_its_rounds_diagnostics(tmp_path, monkeypatch):
+    import xdc.bench
+    from xdc.bench import ClockedTracker, gallery_share
+
+    marks = iter(range(100))
+    monkeypatch.setattr(xdc.bench.time, "perf_counter", lambda: float(next(marks)))
+    (summary := tmp_path / "round_000.json").write_text("{}")
+    (gallery := tmp_path / "gallery.json").write_text("{}")
+    tracker = ClockedTracker()
+    tracker.log_metrics({"train/round": 0}, step=0)  # t=0
+    tracker.log_artifact(summary, "diagnostics")  # t=1: the gallery starts
+    tracker.log_artifact(gallery, "gallery/round_000")  # t=2: and ends
+    tracker.log_artifact(summary, "diagnostics")  # t=3: again, with the heads' fit
+    tracker.finish("FINISHED")  # t=4
+    assert gallery_share(tracker.clock, 1) == (0.25, [0.25])
