@@ -367,11 +367,16 @@ def round_line(metrics: dict[str, float], round_index: int, rounds: int, k: dict
 
 
 def fit_line(metrics: dict[str, float], round_index: int, rounds: int) -> str:
-    """'round 2/4 fit of the targets (top-1, last epoch): video←audio 0.31, audio←video 0.58'."""
-    fits = sorted((key.removeprefix("cluster/fit_").replace("_from_", "←"), value)
-                  for key, value in metrics.items() if key.startswith("cluster/fit_"))
-    return (f"round {round_index + 1}/{rounds} fit of the targets (top-1, last epoch): "
-            + ", ".join(f"{name} {value:.2f}" for name, value in fits))
+    """'round 2/4 fit of the targets (top-1, last epoch; of what a class recogniser would fit): audio←video 0.58 of
+    0.17, video←audio 0.31 of 0.30'."""
+    from xdc.report import head_fit
+
+    heads = sorted(key.removeprefix("cluster/fit_") for key in metrics if key.startswith("cluster/fit_"))
+    ceilings = any(f"cluster/ceiling_{head}" in metrics for head in heads)
+    return (f"round {round_index + 1}/{rounds} fit of the targets (top-1, last epoch"
+            + ("; of what a class recogniser would fit" if ceilings else "") + "): "
+            + ", ".join(head_fit(head, metrics[f"cluster/fit_{head}"], metrics.get(f"cluster/ceiling_{head}"))
+                        for head in heads))
 
 
 def duration(seconds: float) -> str:

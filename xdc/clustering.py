@@ -164,13 +164,29 @@ def diagnostics(assignments: dict[str, np.ndarray], *, previous: dict[str, np.nd
 
 def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples whose cluster's majority label is their own label."""
+    table = _contingency(assignments, labels)
+    return float(table.max(axis=1).sum() / table.sum()) if table.size else 0.0
+
+
+def class_ceiling(assignments: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The top-1 on these cluster targets of a perfect class recogniser: one that answers each class's most
+    frequent cluster. A head that predicts the clusters from what the class looks or sounds like can reach this and
+    no more; a head above it has learnt something else (a nuisance the clusters follow, or the clips themselves).
+    `weights` (N, summing to anything) are the samples' training probabilities, so the ceiling compares with a
+    head's fit on the clips it was trained on."""
+    table = _contingency(assignments, labels, weights)
+    return float(table.max(axis=0).sum() / table.sum()) if table.size and table.sum() > 0 else 0.0
+
+
+def _contingency(assignments: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Clusters x labels table of (weighted) counts over the rows where both are known."""
     valid = (assignments >= 0) & (labels >= 0)
     a, y = assignments[valid], labels[valid]
     if not len(a):
-        return 0.0
-    table = np.zeros((a.max() + 1, y.max() + 1), dtype=np.int64)
-    np.add.at(table, (a, y), 1)
-    return float(table.max(axis=1).sum() / len(a))
+        return np.zeros((0, 0))
+    table = np.zeros((a.max() + 1, y.max() + 1), dtype=np.float64)
+    np.add.at(table, (a, y), 1.0 if weights is None else weights[valid])
+    return table
 
 
 def _nmi(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,7 +32,7 @@ from xdc.config import load_config
 from xdc.data.material import make_material_set
 from xdc.data.synthetic import make_synthetic
 from xdc.errors import ConfigError
-from xdc.report import followed
+from xdc.report import followed, head_fit
 from xdc.tracking import NullTracker
 
 SETS: dict[str, Callable[[Path, int], object]] = {
@@ -261,14 +261,17 @@ def _follows(group: list[Run], space: str) -> str:
 
 
 def _fits(group: list[Run]) -> str:
-    """Each head's training top-1 on its targets over the last round's last epoch ('video←audio 0.42'), averaged
-    over the group's seeds: whether an encoder could follow its teacher's clusters at all."""
-    values: dict[str, list[float]] = {}
+    """Each head's training top-1 on its targets over the last round's last epoch, and what a perfect class
+    recogniser would score on them ('video←audio 0.17 of 0.30'), averaged over the group's seeds: whether an encoder
+    could follow its teacher's clusters at all, and whether by the class or by something else."""
+    values: dict[str, dict[str, list[float]]] = {}
     for run in group:
         for key, value in run.diagnostics.items():
-            if key.startswith("fit_"):
-                values.setdefault(key.removeprefix("fit_").replace("_from_", "←"), []).append(value)
-    return ", ".join(f"{name} {statistics.fmean(v):.2f}" for name, v in sorted(values.items()))
+            kind, _, head = key.partition("_")
+            if kind in ("fit", "ceiling") and head:
+                values.setdefault(head, {}).setdefault(kind, []).append(value)
+    return ", ".join(head_fit(head, statistics.fmean(v["fit"]), _mean(v.get("ceiling", [])))
+                     for head, v in sorted(values.items()) if "fit" in v)
 
 
 def _tally(values: Iterable[str]) -> Counter[str]:

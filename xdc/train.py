@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from xdc import __version__
 from xdc.checkpoint import ensure_free_space, load_latest, save_checkpoint, writable_dir, write_atomic
-from xdc.clustering import cluster_features, diagnostics, uniform_weights
+from xdc.clustering import class_ceiling, cluster_features, diagnostics, uniform_weights
 from xdc.config import PretrainConfig, runtime_keys
 from xdc.data import VideoSet, load_video_set
 from xdc.data.clips import ClipDataset, clip_loader, even_requests, random_requests, stretch_requests
@@ -362,12 +362,7 @@ class _Pretraining:
     def _epoch_requests(self) -> np.ndarray:
         """This rank's clips for the current epoch, from a generator seeded by (seed, round, epoch)."""
         rng = np.random.default_rng([self.cfg.seed, self.position["round"], self.position["epoch"]])
-        targets = [self.assignments[h.target] for h in self.variant.heads]
-        usable = np.all([t >= 0 for t in targets], axis=0)
-        if self.cfg.cluster.uniform_sampling:
-            weights = uniform_weights([np.where(usable, t, -1) for t in targets])
-        else:
-            weights = usable / usable.sum()
+        weights = self._sample_weights()
         per_step = self.cfg.batch_size * self.group.world
         per_visit = self.cfg.data.clips_per_decode
         ids = rng.choice(len(weights), size=self.steps_per_epoch * per_step // per_visit, p=weights)
@@ -377,6 +372,15 @@ class _Pretraining:
             requests = stretch_requests(self.data.videos, ids, self.cfg.data.clip_seconds, per_visit, rng)
         mine = requests.reshape(self.steps_per_epoch, self.group.world, self.cfg.batch_size, 3)[:, self.group.rank]
         return mine.reshape(-1, 3)[self.position["step"] * self.cfg.batch_size:]
+
+    def _sample_weights(self) -> np.ndarray:
+        """Each video's probability of being drawn for training this round: every cluster of every target
+        clustering equally likely (DeepCluster's uniform sampling), or every usable video alike."""
+        targets = [self.assignments[h.target] for h in self.variant.heads]
+        usable = np.all([t >= 0 for t in targets], axis=0)
+        if self.cfg.cluster.uniform_sampling:
+            return uniform_weights([np.where(usable, t, -1) for t in targets])
+        return usable / usable.sum()
 
     def _train_epoch(self) -> None:
         self.net.train()
@@ -422,6 +426,10 @@ class _Pretraining:
         if not fits or not self.group.main:
             return
         round_index = self.position["round"]
+        if self.data.labeled:  # what a perfect class recogniser would fit, on the same draw of clips
+            labels, weights = self.assignments["label"], self._sample_weights()
+            fits |= {f"ceiling_{head.name}": class_ceiling(self.assignments[head.target], labels, weights)
+                     for head in self.variant.heads if head.target != "label"}
         self.round_metrics.update(fits)
         self.tracker.log_metrics({f"cluster/{name}": value for name, value in fits.items()}, step=round_index)
         summary = self.out_dir / "diagnostics" / f"round_{round_index:03d}.json"

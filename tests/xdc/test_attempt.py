@@ -27,6 +27,10 @@ def test_a_rounds_fit_line_says_how_well_each_encoder_followed_its_targets(caplo
     with caplog.at_level(logging.INFO, logger="xdc.attempt"):
         Narrator(NullTracker(), {"rounds": 4}).log_metrics(metrics, step=1)
     assert [record.getMessage() for record in caplog.records] == [fit_line(metrics, 1, 4)]  # no clusters line
+    # On labelled data, beside each fit, what a perfect class recogniser would fit on the same targets.
+    metrics |= {"cluster/ceiling_video_from_audio": 0.301, "cluster/ceiling_audio_from_video": 0.17}
+    assert fit_line(metrics, 1, 4) == ("round 2/4 fit of the targets (top-1, last epoch; of what a class "
+                                       "recogniser would fit): audio←video 0.58 of 0.17, video←audio 0.31 of 0.30")
 
 
 def test_the_data_line_counts_the_skipped_files_by_reason():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from xdc.clustering import cluster_features, diagnostics, preprocess, purity, split_empty_clusters, uniform_weights
+from xdc.clustering import class_ceiling, cluster_features, diagnostics, preprocess, purity, split_empty_clusters, uniform_weights
 
 
 def blobs(*, seed: int = 0, classes: int = 5, per_class: int = 60, dim: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +236,27 @@ def test_purity_on_a_hand_example():
     labels = np.array([0, 0, 1, 1, 1, 2, 2])
     # Cluster 0: majority 0 (2 of 3); cluster 1: majority 1 (2 of 3); cluster 2: 1 of 1.
     assert purity(assignments, labels) == pytest.approx(5 / 7)
+
+
+def test_the_class_ceiling_maps_each_class_to_its_most_frequent_cluster():
+    assignments = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, -1])
+    # Class 0: clusters 0, 0, 1 (2 of 3 on cluster 0); class 1: clusters 1, 1, 2, 2 (2 of 4); the unlabelled row
+    # does not count.
+    assert class_ceiling(assignments, labels) == pytest.approx(4 / 7)
+    # One cluster per class can be fitted perfectly; clusters that split a class cannot.
+    assert class_ceiling(np.array([5, 5, 2, 2]), np.array([0, 0, 1, 1])) == 1.0
+    assert class_ceiling(np.array([0, 1, 2, 3]), np.array([0, 0, 0, 0])) == pytest.approx(0.25)
+    assert class_ceiling(np.array([-1, -1]), np.array([0, 1])) == 0.0
+
+
+def test_the_class_ceiling_weighs_each_sample_by_its_training_probability():
+    assignments = np.array([0, 0, 1])
+    labels = np.array([0, 0, 0])
+    assert class_ceiling(assignments, labels) == pytest.approx(2 / 3)
+    # Drawn uniformly over the two clusters, the lone clip of cluster 1 is drawn as often as both of cluster 0.
+    weights = uniform_weights([assignments])
+    assert class_ceiling(assignments, labels, weights) == pytest.approx(0.5)
 
 
 def test_purity_and_nmi_ignore_unlabeled_rows():

@@ -52,6 +52,10 @@ def test_tiny_pretraining_writes_checkpoints_and_round_metrics(synthetic_root, t
     summary = json.loads((tmp_path / "run" / "diagnostics" / "round_001.json").read_text())
     assert summary["fit_video_from_audio"] == fits[1][1] and "nmi_video_audio" in summary
     assert result.round_metrics["fit_audio_from_video"] == summary["fit_audio_from_video"]
+    # Beside each fit, what a perfect class recogniser would fit on the same targets (the set is labelled).
+    ceilings = tracker.metrics["cluster/ceiling_video_from_audio"]
+    assert [step for step, _ in ceilings] == [0, 1] and all(0 < value <= 1 for _, value in ceilings)
+    assert summary["ceiling_audio_from_video"] == tracker.metrics["cluster/ceiling_audio_from_video"][1][1]
     assert {"diagnostics/round_000.png", "assignments/round_001.csv", "data/skipped_files.tsv",
             "checkpoints/final.pt"} <= set(tracker.artifacts)
 
