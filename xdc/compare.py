@@ -78,11 +78,15 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
     # Seed by seed across the sets, so a comparison stopped early still has every set at its first seeds.
     units = [(out / name, out / name / "data", digests[name], name, variant, seed, preset, overrides or [])
              for seed in seeds for name in sets for variant in [*variants, "random"]]
+    # The report also holds what earlier runs measured into this folder under the same budget (other seeds,
+    # variants or sets), so a grid measured piece by piece reads as one.
+    earlier = _measured_before(out, {"preset": preset, "overrides": overrides or []},
+                               {(unit[3], unit[4], unit[5]) for unit in units})
     if jobs == 1:
         runs: list[Run] = []
         for unit in units:
             runs.append(_measure(*unit, log))
-            _write(out, runs)
+            _write(out, runs + earlier)
         return out / "report.md"
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     done: dict[int, Run] = {}
@@ -95,7 +99,7 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
             futures = {pool.submit(_measure, *unit, print): index for index, unit in enumerate(units)}
             for future in as_completed(futures):
                 done[futures[future]] = future.result()  # a failed unit raises here, after the others started
-                _write(out, [done[index] for index in sorted(done)])
+                _write(out, [done[index] for index in sorted(done)] + earlier)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -103,6 +107,18 @@ def run_comparison(out: Path, *, sets: list[str], variants: list[str], seeds: li
             else:
                 os.environ[name] = value
     return out / "report.md"
+
+
+def _measured_before(out: Path, budget: dict, skip: set[tuple[str, str, int]]) -> list[Run]:
+    """The units measured into `out` under `budget` other than the (set, encoder, seed) in `skip`, seed by seed."""
+    found = []
+    for path in sorted(out.glob("*/measured/*.json")):
+        saved = json.loads(path.read_text())
+        run = Run(**saved["run"])
+        if saved["budget"] == budget and (run.set, run.encoder, run.seed) not in skip:
+            found.append(run)
+    order = {encoder: index for index, encoder in enumerate([*VARIANTS, "random"])}
+    return sorted(found, key=lambda run: (run.seed, run.set, order.get(run.encoder, len(order))))
 
 
 def _check(sets: list[str], variants: list[str], seeds: list[int], preset: str) -> None:

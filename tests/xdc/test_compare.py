@@ -103,6 +103,20 @@ def test_a_rerun_reads_finished_runs_back_with_their_wall_time_instead_of_redoin
                        overrides=["cluster.k_video=8"])
 
 
+def test_the_report_holds_every_unit_measured_into_the_folder_under_the_same_budget(tmp_path):
+    measured(tmp_path, seeds=(0, 1, 2))
+    other = tmp_path / "out" / "synthetic" / "measured" / "sdc-seed0.json"
+    other.write_text(json.dumps({"budget": {"preset": "small", "overrides": ["rounds=2"]},
+                                 "run": run("sdc", 0, 0.3, 0.9).__dict__ | {"set": "synthetic"}}))
+    run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[1])  # seed 1 only, this time
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    # This run's seed first, then seeds 0 and 2 as measured before; the unit of another budget is left out.
+    assert [(r["encoder"], r["seed"]) for r in results] == [("xdc", 1), ("random", 1), ("xdc", 0), ("random", 0),
+                                                            ("xdc", 2), ("random", 2)]
+    assert "| xdc | 3 | 0.710 ± 0.010 |" in (tmp_path / "out" / "report.md").read_text()
+    assert "sdc" not in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_runs_measured_in_parallel_are_reported_in_the_sequential_order(tmp_path, monkeypatch):
     import os
 
