@@ -113,12 +113,21 @@ def _measured_before(out: Path, budget: dict, skip: set[tuple[str, str, int]]) -
     """The units measured into `out` under `budget` other than the (set, encoder, seed) in `skip`, seed by seed."""
     found = []
     for path in sorted(out.glob("*/measured/*.json")):
-        saved = json.loads(path.read_text())
-        run = Run(**saved["run"])
-        if saved["budget"] == budget and (run.set, run.encoder, run.seed) not in skip:
+        saved_budget, run = _read_unit(path)
+        if saved_budget == budget and (run.set, run.encoder, run.seed) not in skip:
             found.append(run)
     order = {encoder: index for index, encoder in enumerate([*VARIANTS, "random"])}
     return sorted(found, key=lambda run: (run.seed, run.set, order.get(run.encoder, len(order))))
+
+
+def _read_unit(path: Path) -> tuple[dict, Run]:
+    """A measured unit's budget and result, as `_measure` wrote them; anything else is refused by name."""
+    try:
+        saved = json.loads(path.read_text())
+        return saved["budget"], Run(**saved["run"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a unit this comparison measured ({type(exc).__name__}): move it out of "
+                          "the folder or give the comparison another --out") from None
 
 
 def _check(sets: list[str], variants: list[str], seeds: list[int], preset: str) -> None:
@@ -169,11 +178,11 @@ def _measure(folder: Path, data: Path, data_digest: str, name: str, encoder: str
     done = folder / "measured" / f"{encoder}-seed{seed}.json"  # the unit a rerun reads back, wall time included
     budget = {"preset": preset, "overrides": overrides}
     if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved["budget"] != budget:
-            raise ConfigError(f"{done} was measured with {saved['budget']}, not {budget}: give the comparison "
+        saved_budget, run = _read_unit(done)
+        if saved_budget != budget:
+            raise ConfigError(f"{done} was measured with {saved_budget}, not {budget}: give the comparison "
                               "another --out")
-        return Run(**saved["run"])
+        return run
     started = time.monotonic()
     cfg = load_config(preset=preset, overrides=[f"data.path={data / 'ucf101'}", "data.layout=ucf101",
                                                 f"seed={seed}", *overrides,

@@ -117,6 +117,14 @@ def test_the_report_holds_every_unit_measured_into_the_folder_under_the_same_bud
     assert "sdc" not in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"budget": {}}', '{"budget": {}, "run": {"set": "synthetic"}}', "[]"])
+def test_a_file_in_the_folder_that_is_no_measured_unit_is_refused_by_name(tmp_path, text):
+    measured(tmp_path)
+    (tmp_path / "out" / "synthetic" / "measured" / "sdc-seed0.json").write_text(text)
+    with pytest.raises(ConfigError, match="sdc-seed0.json is not a unit this comparison measured"):
+        run_comparison(tmp_path / "out", sets=["synthetic"], variants=["xdc"], seeds=[0])
+
+
 def test_runs_measured_in_parallel_are_reported_in_the_sequential_order(tmp_path, monkeypatch):
     import os
 
