@@ -124,8 +124,13 @@ def _read_unit(path: Path) -> tuple[dict, Run]:
     """A measured unit's budget and result, as `_measure` wrote them; anything else is refused by name."""
     try:
         saved = json.loads(path.read_text())
-        return saved["budget"], Run(**saved["run"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        run = Run(**saved["run"])
+        numbers = (run.linear, run.svm, run.seconds, *run.diagnostics.values())
+        if not (isinstance(run.seed, int) and all(isinstance(n, (int, float)) for n in numbers)
+                and all(isinstance(text, str) for text in (run.set, run.encoder, run.platform, run.data))):
+            raise TypeError("a field of the wrong type")
+        return saved["budget"], run
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path} is not a unit this comparison measured ({type(exc).__name__}): move it out of "
                           "the folder or give the comparison another --out") from None
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from xdc.clustering import class_ceiling, cluster_features, diagnostics, preprocess, purity, split_empty_clusters, uniform_weights
+from xdc.clustering import (class_ceiling, cluster_features, diagnostics, preprocess, purity, split_empty_clusters,
+                            uniform_weights)
 
 
 def blobs(*, seed: int = 0, classes: int = 5, per_class: int = 60, dim: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -117,7 +117,12 @@ def test_the_report_holds_every_unit_measured_into_the_folder_under_the_same_bud
     assert "sdc" not in (tmp_path / "out" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"budget": {}}', '{"budget": {}, "run": {"set": "synthetic"}}', "[]"])
+BAD_UNITS = ["{not json", '{"budget": {}}', '{"budget": {}, "run": {"set": "synthetic"}}', "[]",
+             json.dumps({"budget": {}, "run": run("sdc", 0, "0.3", 0.9).__dict__}),
+             json.dumps({"budget": {}, "run": run("sdc", 0, 0.3, 0.9).__dict__ | {"diagnostics": []}})]
+
+
+@pytest.mark.parametrize("text", BAD_UNITS)
 def test_a_file_in_the_folder_that_is_no_measured_unit_is_refused_by_name(tmp_path, text):
     measured(tmp_path)
     (tmp_path / "out" / "synthetic" / "measured" / "sdc-seed0.json").write_text(text)
