@@ -295,7 +295,13 @@ def _scaled_mask(image: np.ndarray, side: int) -> np.ndarray:
 
 
 class _Utterances:
-    """espeak-ng renderings of (word, voice, speed, pitch), trimmed of silence and resampled, made once each."""
+    """espeak-ng renderings of (word, voice, speed, pitch), trimmed of silence and resampled, made once each.
+
+    A rendering is kept once two renderings in a row agree sample for sample. espeak-ng now and then renders an
+    utterance slightly differently (seen on a process's first utterance, correlation 0.999 with the usual one), and a
+    set's files must be a function of its seed: two generations are one experiment only if their digests match."""
+
+    TRIES = 4
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
@@ -304,12 +310,21 @@ class _Utterances:
     def get(self, word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
         key = (word, voice, speed, pitch)
         if key not in self.made:
-            path = self.scratch / "utterance.wav"
-            _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word],
-                 f"espeak-ng saying {word!r} as {voice}")
-            samples, rate = _read_wav(path)
-            self.made[key] = _trim(_resample(samples, rate))
+            self.made[key] = self._agreed(word, voice, speed, pitch)
         return self.made[key]
+
+    def _agreed(self, word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+        what = f"espeak-ng saying {word!r} as {voice} (speed {speed}, pitch {pitch})"
+        path = self.scratch / "utterance.wav"
+        previous = None
+        for _ in range(self.TRIES):
+            _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word], what)
+            samples, rate = _read_wav(path)
+            if previous is not None and previous == (samples.tobytes(), rate):
+                return _trim(_resample(samples, rate))
+            previous = (samples.tobytes(), rate)
+        raise DataError(f"{what} rendered differently on each of {self.TRIES} tries; the set would not be "
+                        f"reproducible from its seed")
 
 
 def _trim(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:

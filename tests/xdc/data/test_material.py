@@ -1,6 +1,8 @@
 """The real-material sets: decodable media in every layout, labels, mismatches, factors, and their failures."""
 
 import csv
+import os
+import sys
 from pathlib import Path
 
 import av
@@ -73,13 +75,51 @@ def test_every_tree_names_each_clip_nuisances(material):
     assert any(len(values) > 1 for values in data.factors.values.values())  # nuisances vary across clips
 
 
+def files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
 def test_it_is_deterministic_given_the_seed(tmp_path):
     a = make_material_set("spoken-digits", tmp_path / "a", videos=10, seed=5)
     b = make_material_set("spoken-digits", tmp_path / "b", videos=10, seed=5)
-    assert (a.root / "factors.csv").read_text() == (b.root / "factors.csv").read_text()
-    frames_a, audio_a = decode(a.root / "videos" / "vid_00003.mp4")
-    frames_b, audio_b = decode(b.root / "videos" / "vid_00003.mp4")
-    assert np.array_equal(frames_a, frames_b) and np.allclose(audio_a, audio_b)
+    assert files(a.root) == files(b.root)  # byte for byte: the comparison's set digest depends on it
+
+
+def fake_espeak(folder: Path, amplitude: str) -> None:
+    """An espeak-ng on PATH that writes a 0.3 s tone whose amplitude is `amplitude`, a formula of its call count n."""
+    script = folder / "espeak-ng"
+    script.write_text(f"""#!{sys.executable}
+import pathlib, sys, wave
+import numpy as np
+counter = pathlib.Path({str(folder / "calls")!r})
+n = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(n + 1))
+tone = ({amplitude}) * np.sin(np.arange(6615) * 0.1)
+with wave.open(sys.argv[sys.argv.index("-w") + 1], "wb") as out:
+    out.setnchannels(1), out.setsampwidth(2), out.setframerate(22050)
+    out.writeframes((tone * 32767).astype("<i2").tobytes())
+""")
+    script.chmod(0o755)
+
+
+def test_an_utterance_espeak_renders_differently_once_does_not_change_the_set(tmp_path, monkeypatch):
+    sets = []
+    # One generation's first rendering is off, the other's is not.
+    for name, amplitude in (("a", "0.6 if n == 0 else 0.5"), ("b", "0.5")):
+        bin_folder = tmp_path / f"bin-{name}"
+        bin_folder.mkdir()
+        fake_espeak(bin_folder, amplitude)
+        monkeypatch.setenv("PATH", f"{bin_folder}:{os.environ['PATH']}")
+        sets.append(files(make_material_set("spoken-digits", tmp_path / name, videos=10, seed=0, layouts=False).root))
+    assert sets[0] == sets[1]
+
+
+def test_a_synthesiser_that_never_renders_the_same_way_twice_is_refused(tmp_path, monkeypatch):
+    fake_espeak(tmp_path, "0.1 + 0.01 * n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(DataError, match="rendered differently on each of 4 tries"):
+        make_material_set("spoken-digits", tmp_path / "set", videos=10, seed=0)
+    assert not (tmp_path / "set").exists()
 
 
 def test_spoken_digits_never_show_the_same_scanned_digit_twice(tmp_path):
