@@ -320,9 +320,10 @@ class _Utterances:
         for _ in range(self.TRIES):
             _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word], what)
             samples, rate = _read_wav(path)
-            if previous is not None and previous == (samples.tobytes(), rate):
+            rendering = (samples.tobytes(), rate)
+            if rendering == previous:
                 return _trim(_resample(samples, rate))
-            previous = (samples.tobytes(), rate)
+            previous = rendering
         raise DataError(f"{what} rendered differently on each of {self.TRIES} tries; the set would not be "
                         f"reproducible from its seed")
 
