@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -126,9 +127,9 @@ def _read_unit(path: Path) -> tuple[dict, Run]:
         saved = json.loads(path.read_text())
         run = Run(**saved["run"])
         numbers = (run.linear, run.svm, run.seconds, *run.diagnostics.values())
-        if not (isinstance(run.seed, int) and all(isinstance(n, (int, float)) for n in numbers)
+        if not (type(run.seed) is int and all(type(n) in (int, float) and math.isfinite(n) for n in numbers)
                 and all(isinstance(text, str) for text in (run.set, run.encoder, run.platform, run.data))):
-            raise TypeError("a field of the wrong type")
+            raise TypeError("a field of the wrong type, or a number that is not finite")
         return saved["budget"], run
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path} is not a unit this comparison measured ({type(exc).__name__}): move it out of "

@@ -119,7 +119,9 @@ def test_the_report_holds_every_unit_measured_into_the_folder_under_the_same_bud
 
 BAD_UNITS = ["{not json", '{"budget": {}}', '{"budget": {}, "run": {"set": "synthetic"}}', "[]",
              json.dumps({"budget": {}, "run": run("sdc", 0, "0.3", 0.9).__dict__}),
-             json.dumps({"budget": {}, "run": run("sdc", 0, 0.3, 0.9).__dict__ | {"diagnostics": []}})]
+             json.dumps({"budget": {}, "run": run("sdc", 0, 0.3, 0.9).__dict__ | {"diagnostics": []}}),
+             json.dumps({"budget": {}, "run": run("sdc", 0, float("nan"), 0.9).__dict__}),
+             json.dumps({"budget": {}, "run": run("sdc", 0, 0.3, 0.9).__dict__ | {"seed": True}})]
 
 
 @pytest.mark.parametrize("text", BAD_UNITS)
